@@ -333,12 +333,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
     counts: collections.Counter[str] = collections.Counter()
     try:
+        tun = None if args.interface == "stdio" else open_tun(args.interface)
         sock = open_udp_socket(args.port)
         peer = resolve_peer(args.peer, args.port, sock.family)
-        if args.interface == "stdio":
+        if tun is None:
             relay(sys.stdin.fileno(), sys.stdout.fileno(), sock, peer, counts, args.d, is_tun=False)
         else:
-            tun = open_tun(args.interface)
             relay(tun, tun, sock, peer, counts, args.d, is_tun=True)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye short

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 TINYVPN = Path(__file__).resolve().parent.parent / "tinyvpn.py"
 UNDERLAY = {"a": ("192.0.2.1", "2001:db8:1::1"), "b": ("192.0.2.2", "2001:db8:1::2")}
@@ -65,7 +65,7 @@ def run(hosts: Hosts, side: str, *command: str, check: bool = True, timeout: flo
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def start(hosts: Hosts, side: str, *command: str, name: str, user: Optional[str] = None) -> subprocess.Popen:
+def start(hosts: Hosts, side: str, *command: str, name: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
     """Start a command inside namespace `side`; its stdout and stderr go to files in hosts.logs.
 
     `ip netns exec` execs the command itself, so the process we get is the command: signals
@@ -74,7 +74,7 @@ def start(hosts: Hosts, side: str, *command: str, name: str, user: Optional[str]
     stdout = open(hosts.logs / f"{name}.out", "wb")
     stderr = open(hosts.logs / f"{name}.err", "wb")
     process = subprocess.Popen(["ip", "netns", "exec", hosts.namespace(side), *command],
-                               stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+                               stdin=stdin, stdout=stdout, stderr=stderr)
     stdout.close()
     stderr.close()
     hosts.processes.append(process)
@@ -87,19 +87,25 @@ def output(hosts: Hosts, name: str, stream: str = "err") -> str:
 
 
 def start_tinyvpn(hosts: Hosts, side: str, *options: str, peer: Optional[str] = None,
-                  interface: Optional[str] = None, python: str = sys.executable,
-                  program: Path = TINYVPN) -> subprocess.Popen:
-    """Start tinyvpn in namespace `side`; by default with the other side's IPv4 underlay address as PEER."""
+                  interface: Optional[str] = None, program: Sequence[str] = (sys.executable, str(TINYVPN)),
+                  stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start tinyvpn in namespace `side` and wait until it is ready, which is when its port is bound.
+
+    By default PEER is the other side's IPv4 underlay address and INTERFACE is hosts.tun;
+    `program` is the command that runs tinyvpn.py.
+    """
     peer = peer or UNDERLAY[OTHER[side]][0]
-    interface = interface or hosts.tun
-    process = start(hosts, side, python, str(program), *options, interface, peer, str(PORT),
-                    name=f"tinyvpn-{side}")
-    if interface != "stdio":
-        wait_for(lambda: process.poll() is not None or has_interface(hosts, side, interface),
-                 f"tinyvpn in {side} to create {interface}")
-        if process.poll() is not None:
-            raise RuntimeError(f"tinyvpn in {side} exited: {output(hosts, f'tinyvpn-{side}')}")
+    process = start(hosts, side, *program, *options, interface or hosts.tun, peer, str(PORT),
+                    name=f"tinyvpn-{side}", stdin=stdin)
+    # Binding the port is tinyvpn's last step before its loop (after creating the TUN).
+    wait_for(lambda: process.poll() is not None or port_is_bound(hosts, side), f"tinyvpn in {side} to start")
+    if process.poll() is not None:
+        raise RuntimeError(f"tinyvpn in {side} exited: {output(hosts, f'tinyvpn-{side}')}")
     return process
+
+
+def port_is_bound(hosts: Hosts, side: str, port: int = PORT) -> bool:
+    return bool(run(hosts, side, "ss", "-Hunl", f"sport = :{port}").stdout)
 
 
 def has_interface(hosts: Hosts, side: str, interface: str) -> bool:

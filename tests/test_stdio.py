@@ -1,0 +1,160 @@
+"""stdio mode: tinyvpn as netcat in UDP mode. stdin goes to the peer; datagrams come out on stdout.
+
+Both ends bind the same PORT, so two instances cannot share one network stack. The tests that
+need no root therefore point one instance at itself (PEER = its own loopback address): what it
+sends, it receives. The two-instance tests run each end in its own network namespace.
+"""
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import netns
+from netns import TINYVPN, UNDERLAY
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_looped(port: int, stdin: object, peer: str = "127.0.0.1") -> subprocess.Popen:
+    """tinyvpn -d in stdio mode, sending to itself; waits until its port is bound."""
+    process = subprocess.Popen([sys.executable, str(TINYVPN), "-d", "stdio", peer, str(port)],
+                               stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    netns.wait_for(lambda: port_is_bound(port) or process.poll() is not None, "tinyvpn to bind its port")
+    return process
+
+
+def port_is_bound(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::", port))
+        return False
+    except OSError:
+        return True
+
+
+def read_exactly(stream: object, size: int, timeout: float = 5) -> bytes:
+    """Read `size` bytes from a pipe, or fail after `timeout` seconds."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < size:
+        if not select.select([stream], [], [], max(0, deadline - time.monotonic()))[0]:
+            raise TimeoutError(f"got {len(data)} of {size} bytes")
+        chunk = os.read(stream.fileno(), size - len(data))  # type: ignore[attr-defined]
+        if not chunk:
+            raise EOFError(f"got {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+def interrupt(process: subprocess.Popen, how: int = signal.SIGINT) -> tuple:
+    """Stop tinyvpn as a user would; return (exit status, stdout, stderr)."""
+    process.send_signal(how)
+    out, err = process.communicate(timeout=5)
+    return process.returncode, out, err.decode()
+
+
+@pytest.mark.parametrize("loopback", ["127.0.0.1", "::1"])
+def test_stdin_crosses_a_real_socket_and_comes_out_on_stdout(loopback: str) -> None:
+    process = start_looped(free_port(), subprocess.PIPE, loopback)
+    process.stdin.write(b"hello, tunnel\n")
+    process.stdin.flush()
+    assert read_exactly(process.stdout, 14) == b"hello, tunnel\n"
+    status, _, err = interrupt(process)
+    assert status == 0
+    assert "stdin->net     14 B" in err
+    assert f"net->stdout     14 B   (from {loopback.replace('::1', '[::1]')}:" in err
+
+
+def test_a_60000_byte_chunk_is_one_datagram_and_stdout_holds_only_payload(tmp_path: Path) -> None:
+    payload = os.urandom(60000)
+    (tmp_path / "chunk").write_bytes(payload)  # a file: one read() gets all 60000 bytes at once
+    with open(tmp_path / "chunk", "rb") as stdin:
+        process = start_looped(free_port(), stdin)
+        received = read_exactly(process.stdout, 60000)
+    status, rest, err = interrupt(process)
+    assert received + rest == payload  # -d wrote nothing to stdout: only the payload is there
+    assert status == 0
+    assert "stdin->net  60000 B" in err and "net->stdout  60000 B" in err  # one datagram each way, whole
+    assert "sent 1 packets (60000 B), received 1 packets (60000 B), errors: none" in err
+
+
+def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_anyone() -> None:
+    port = free_port()
+    process = start_looped(port, subprocess.DEVNULL)  # stdin is at end of file from the start
+    time.sleep(0.2)
+    busy_before = cpu_seconds(process.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(process.pid) - busy_before < 0.05  # a busy loop would burn the whole second
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:  # any source, any source port
+        stranger.sendto(b"from a stranger", ("127.0.0.1", port))
+        assert read_exactly(process.stdout, 15) == b"from a stranger"
+        stranger_port = stranger.getsockname()[1]
+    status, _, err = interrupt(process, signal.SIGTERM)
+    assert status == 0
+    assert "stdin->net" not in err  # no empty datagram was sent at end of file
+    assert f"(from 127.0.0.1:{stranger_port})" in err
+    assert "sent 0 packets (0 B), received 1 packets (15 B)" in err
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_exit_0_without_traceback(how: int) -> None:
+    process = start_looped(free_port(), subprocess.PIPE)
+    status, out, err = interrupt(process, how)
+    assert (status, out) == (0, b"")
+    assert "Traceback" not in err
+    assert err.startswith("tinyvpn: sent 0 packets")
+
+
+def test_on_a_terminal_it_leaves_the_terminal_blocking() -> None:
+    # On a tty, stdin and stdout are one open file: a non-blocking flag set on either would
+    # outlive tinyvpn and break the shell that started it.
+    controller, terminal = pty.openpty()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(TINYVPN), "stdio", "127.0.0.1", str(port)],
+                               stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+    try:
+        netns.wait_for(lambda: port_is_bound(port), "tinyvpn to bind its port")
+        os.write(controller, b"typed line\n")
+        echoed = b""
+        while b"typed line\r\ntyped line\r\n" not in echoed:  # the tty's echo, then tinyvpn's output
+            assert select.select([controller], [], [], 5)[0], f"saw only {echoed!r}"
+            echoed += os.read(controller, 100)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(5) == 0
+        assert not fcntl.fcntl(terminal, fcntl.F_GETFL) & os.O_NONBLOCK
+    finally:
+        process.kill()
+        os.close(controller)
+        os.close(terminal)
+
+
+@pytest.mark.parametrize("family", [0, 1], ids=["IPv4 underlay", "IPv6 underlay"])
+def test_two_instances_in_two_namespaces_talk_both_ways(hosts: netns.Hosts, family: int) -> None:
+    a = netns.start_tinyvpn(hosts, "a", interface="stdio", peer=UNDERLAY["b"][family], stdin=subprocess.PIPE)
+    b = netns.start_tinyvpn(hosts, "b", interface="stdio", peer=UNDERLAY["a"][family], stdin=subprocess.PIPE)
+    a.stdin.write(b"hello from a\n")
+    a.stdin.flush()
+    b.stdin.write(b"hello from b\n")
+    b.stdin.flush()
+    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-b", "out") == "hello from a\n", "a's line at b")
+    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-a", "out") == "hello from b\n", "b's line at a")
