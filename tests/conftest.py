@@ -6,8 +6,8 @@ into a failure, so a CI run can never pass without having pushed traffic through
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional
 
 TINYVPN = Path(__file__).resolve().parent.parent / "tinyvpn.py"
 UNDERLAY = {"a": ("192.0.2.1", "2001:db8:1::1"), "b": ("192.0.2.2", "2001:db8:1::2")}
@@ -71,12 +72,9 @@ def start(hosts: Hosts, side: str, *command: str, name: str, stdin: int = subpro
     `ip netns exec` execs the command itself, so the process we get is the command: signals
     reach it directly. It is ended, by its PID, when the `with two_hosts()` block ends.
     """
-    stdout = open(hosts.logs / f"{name}.out", "wb")
-    stderr = open(hosts.logs / f"{name}.err", "wb")
-    process = subprocess.Popen(["ip", "netns", "exec", hosts.namespace(side), *command],
-                               stdin=stdin, stdout=stdout, stderr=stderr)
-    stdout.close()
-    stderr.close()
+    with open(hosts.logs / f"{name}.out", "wb") as stdout, open(hosts.logs / f"{name}.err", "wb") as stderr:
+        process = subprocess.Popen(["ip", "netns", "exec", hosts.namespace(side), *command],
+                                   stdin=stdin, stdout=stdout, stderr=stderr)
     hosts.processes.append(process)
     return process
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from netns import TINYVPN
 
 import tinyvpn
-from netns import TINYVPN
 
 
 def tinyvpn_exits(*arguments: str) -> subprocess.CompletedProcess:

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import netns
+import pytest
 from netns import TINYVPN, UNDERLAY
 
 
@@ -59,11 +58,21 @@ def read_exactly(stream: object, size: int, timeout: float = 5) -> bytes:
     return data
 
 
-def interrupt(process: subprocess.Popen, how: int = signal.SIGINT) -> tuple:
-    """Stop tinyvpn as a user would; return (exit status, stdout, stderr)."""
+def stderr_until(process: subprocess.Popen, text: str, timeout: float = 5) -> str:
+    """What tinyvpn wrote to stderr, read until `text` appears. tinyvpn writes a packet out first
+    and prints its -d line just after: wait for the line before interrupting."""
+    seen = b""
+    while text.encode() not in seen:
+        assert select.select([process.stderr], [], [], timeout)[0], f"no {text!r} in {seen!r}"
+        seen += os.read(process.stderr.fileno(), 4096)  # type: ignore[union-attr]
+    return seen.decode()
+
+
+def interrupt(process: subprocess.Popen, how: int = signal.SIGINT, err_so_far: str = "") -> tuple:
+    """Stop tinyvpn as a user would; return (exit status, stdout, all of stderr)."""
     process.send_signal(how)
     out, err = process.communicate(timeout=5)
-    return process.returncode, out, err.decode()
+    return process.returncode, out, err_so_far + err.decode()
 
 
 @pytest.mark.parametrize("loopback", ["127.0.0.1", "::1"])
@@ -72,7 +81,7 @@ def test_stdin_crosses_a_real_socket_and_comes_out_on_stdout(loopback: str) -> N
     process.stdin.write(b"hello, tunnel\n")
     process.stdin.flush()
     assert read_exactly(process.stdout, 14) == b"hello, tunnel\n"
-    status, _, err = interrupt(process)
+    status, _, err = interrupt(process, err_so_far=stderr_until(process, "net->stdout"))
     assert status == 0
     assert "stdin->net     14 B" in err
     assert f"net->stdout     14 B   (from {loopback.replace('::1', '[::1]')}:" in err
@@ -84,7 +93,7 @@ def test_a_60000_byte_chunk_is_one_datagram_and_stdout_holds_only_payload(tmp_pa
     with open(tmp_path / "chunk", "rb") as stdin:
         process = start_looped(free_port(), stdin)
         received = read_exactly(process.stdout, 60000)
-    status, rest, err = interrupt(process)
+    status, rest, err = interrupt(process, err_so_far=stderr_until(process, "net->stdout"))
     assert received + rest == payload  # -d wrote nothing to stdout: only the payload is there
     assert status == 0
     assert "stdin->net  60000 B" in err and "net->stdout  60000 B" in err  # one datagram each way, whole
@@ -103,7 +112,7 @@ def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_a
         stranger.sendto(b"from a stranger", ("127.0.0.1", port))
         assert read_exactly(process.stdout, 15) == b"from a stranger"
         stranger_port = stranger.getsockname()[1]
-    status, _, err = interrupt(process, signal.SIGTERM)
+    status, _, err = interrupt(process, signal.SIGTERM, stderr_until(process, "net->stdout"))
     assert status == 0
     assert "stdin->net" not in err  # no empty datagram was sent at end of file
     assert f"(from 127.0.0.1:{stranger_port})" in err

@@ -17,9 +17,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from netns import TINYVPN, TUNNEL, UNDERLAY, Hosts, bring_up_tunnel, has_interface, output, run, \
-    start, start_tinyvpn, stop, wait_for
+from netns import (
+    TINYVPN,
+    TUNNEL,
+    UNDERLAY,
+    Hosts,
+    bring_up_tunnel,
+    has_interface,
+    output,
+    run,
+    start,
+    start_tinyvpn,
+    stop,
+    wait_for,
+)
 
 B_IPV4, B_IPV6 = TUNNEL["b"]
 
