@@ -103,7 +103,7 @@ def start_tinyvpn(hosts: Hosts, side: str, *options: str, peer: Optional[str] = 
 
 
 def port_is_bound(hosts: Hosts, side: str, port: int = PORT) -> bool:
-    return bool(run(hosts, side, "ss", "-Hunl", f"sport = :{port}").stdout)
+    return bool(run(hosts, side, "ss", "-Huan", f"sport = :{port}").stdout)
 
 
 def has_interface(hosts: Hosts, side: str, interface: str) -> bool:
