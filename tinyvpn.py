@@ -46,6 +46,7 @@ TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 MAX_PACKET = 65535  # an IP length field is 16 bits, so no packet (and no UDP datagram) is longer
 MAX_STDIN_READ = 65507  # the largest UDP payload IPv4 can carry: 65535 - 20 (IPv4 header) - 8 (UDP header)
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us (see open_udp_socket)
 BATCH = 64  # packets taken from one ready descriptor before select() is asked again (see forward_*)
 
 
@@ -102,6 +103,9 @@ def open_udp_socket(port: int) -> socket.socket:
     except OSError:  # this kernel has no IPv6: IPv4 only
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         everywhere = "0.0.0.0"
+    # Room for bursts: the default receive buffer (~208 KiB) holds ~90 full-size packets, and a datagram
+    # that finds it full is dropped. The kernel caps this at sysctl net.core.rmem_max.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
     except OSError as error:
