@@ -47,7 +47,9 @@ TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 MAX_PACKET = 65535  # an IP length field is 16 bits, so no packet (and no UDP datagram) is longer
 MAX_STDIN_READ = 65507  # the largest UDP payload IPv4 can carry: 65535 - 20 (IPv4 header) - 8 (UDP header)
 RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us (see open_udp_socket)
-BATCH = 64  # packets taken from one ready descriptor before select() is asked again (see forward_*)
+# Reading a ready descriptor until it is empty saves a select() per packet under load;
+# stopping after BATCH packets keeps a flood one way from starving the other way.
+BATCH = 64
 
 
 def fail(message: str) -> NoReturn:
@@ -71,7 +73,7 @@ def open_tun(name: str) -> int:
         f"or first create one owned by your user: ip tuntap add dev {name} mode tun user $USER"
     )
     try:
-        # Non-blocking, so that forward_packets() can read until the queue is empty.
+        # Non-blocking, so that forward_out() can read until the queue is empty.
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     except FileNotFoundError:
         fail("/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the device "
@@ -133,7 +135,88 @@ def resolve_peer(peer: str, port: int, family: int) -> Address:
     return address
 
 
-# --- Describing packets for -d -------------------------------------------------
+# --- The loop ----------------------------------------------------------------
+
+
+def relay(inside: int, outside: int, sock: socket.socket, peer: Address,
+          counts: collections.Counter[str], debug: bool, is_tun: bool) -> None:
+    """The VPN itself: wait until either side has data, move it across, repeat forever."""
+    buffer = memoryview(bytearray(MAX_PACKET))  # one buffer reused for every packet: nothing allocated per packet
+    # The TUN is non-blocking, so it is read until empty; stdin is left blocking, so it is read once.
+    reads, read_size = (BATCH, MAX_PACKET) if is_tun else (1, MAX_STDIN_READ)
+    name_in, name_out = ("tun", "tun") if is_tun else ("stdin", "stdout")
+    network = sock.fileno()
+    watched = [inside, network]
+    while True:
+        ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until a descriptor is readable
+        if inside in ready and not forward_out(inside, sock, peer, buffer[:read_size], counts, debug,
+                                               f"{name_in}->net", reads):
+            watched.remove(inside)  # stdin ended: keep receiving, like netcat
+        if network in ready:
+            forward_in(sock, outside, buffer, counts, debug, f"net->{name_out}")
+
+
+def forward_out(inside: int, sock: socket.socket, peer: Address, buffer: memoryview,
+                counts: collections.Counter[str], debug: bool, direction: str, reads: int) -> bool:
+    """Send up to `reads` packets read from `inside` to the peer; False once `inside` has ended."""
+    for _ in range(reads):
+        try:
+            length = os.readv(inside, [buffer])  # one read returns exactly one packet, never two
+        except BlockingIOError:  # the TUN queue is empty: back to select()
+            return True
+        if length == 0:  # only stdin ends; a TUN never does
+            return False
+        packet = buffer[:length]
+        try:
+            sock.sendto(packet, peer)
+        except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
+            if debug:
+                counts[f"send {errno.errorcode.get(error.errno or 0, '?')}"] += 1
+                log_packet(direction, packet, error=error)
+            continue
+        if debug:  # counting costs ~0.5 us a packet: only -d, which prints the counts, pays for it
+            counts["packets out"] += 1
+            counts["bytes out"] += length
+            log_packet(direction, packet)
+    return True
+
+
+def forward_in(sock: socket.socket, outside: int, buffer: memoryview,
+               counts: collections.Counter[str], debug: bool, direction: str) -> None:
+    """Write datagrams received from anyone to `outside`, each as one packet."""
+    origin = None
+    for _ in range(BATCH):
+        try:
+            # MSG_DONTWAIT: this one call returns at once when nothing is queued; the socket stays blocking.
+            if debug:  # asking who sent it costs ~1 us a packet: only -d, which prints it, pays for it
+                length, origin = sock.recvfrom_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
+            else:
+                length = sock.recv_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        packet = buffer[:length]
+        try:
+            write_all(outside, packet)
+        except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
+            raise
+        except OSError as error:  # the kernel refused the packet (not IP, interface down): drop it
+            if debug:
+                counts[f"write {errno.errorcode.get(error.errno or 0, '?')}"] += 1
+                log_packet(direction, packet, origin, error)
+            continue
+        if debug:
+            counts["packets in"] += 1
+            counts["bytes in"] += length
+            log_packet(direction, packet, origin)
+
+
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of `data`: a TUN takes a packet in one write, a pipe may take it in pieces."""
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# --- What -d prints ------------------------------------------------------------
 
 PROTOCOLS = {0: "IPv6-hop-by-hop", 1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
 ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request", 11: "time-exceeded"}
@@ -206,87 +289,6 @@ def log_packet(direction: str, packet: memoryview, origin: Optional[Address] = N
     print(line, file=sys.stderr, flush=True)
 
 
-# --- The loop ----------------------------------------------------------------
-
-
-def forward_out(inside: int, sock: socket.socket, peer: Address, buffer: memoryview,
-                counts: collections.Counter[str], debug: bool, direction: str, reads: int) -> bool:
-    """Send up to `reads` packets read from `inside` to the peer; False once `inside` has ended."""
-    for _ in range(reads):
-        try:
-            length = os.readv(inside, [buffer])  # one read returns exactly one packet, never two
-        except BlockingIOError:  # the TUN queue is empty: back to select()
-            return True
-        if length == 0:  # only stdin ends; a TUN never does
-            return False
-        packet = buffer[:length]
-        try:
-            sock.sendto(packet, peer)
-        except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
-            if debug:
-                counts[f"send {errno.errorcode.get(error.errno or 0, '?')}"] += 1
-                log_packet(direction, packet, error=error)
-            continue
-        if debug:  # counting costs ~0.5 us a packet: only -d, which prints the counts, pays for it
-            counts["packets out"] += 1
-            counts["bytes out"] += length
-            log_packet(direction, packet)
-    return True
-
-
-def forward_in(sock: socket.socket, outside: int, buffer: memoryview,
-               counts: collections.Counter[str], debug: bool, direction: str) -> None:
-    """Write datagrams received from anyone to `outside`, each as one packet."""
-    origin = None
-    for _ in range(BATCH):
-        try:
-            # MSG_DONTWAIT: this one call returns at once when nothing is queued; the socket stays blocking.
-            if debug:  # asking who sent it costs ~1 us a packet: only -d, which prints it, pays for it
-                length, origin = sock.recvfrom_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
-            else:
-                length = sock.recv_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        packet = buffer[:length]
-        try:
-            write_all(outside, packet)
-        except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
-            raise
-        except OSError as error:  # the kernel refused the packet (not IP, interface down): drop it
-            if debug:
-                counts[f"write {errno.errorcode.get(error.errno or 0, '?')}"] += 1
-                log_packet(direction, packet, origin, error)
-            continue
-        if debug:
-            counts["packets in"] += 1
-            counts["bytes in"] += length
-            log_packet(direction, packet, origin)
-
-
-def write_all(fd: int, data: memoryview) -> None:
-    """Write all of `data`: a TUN takes a packet in one write, a pipe may take it in pieces."""
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def relay(inside: int, outside: int, sock: socket.socket, peer: Address,
-          counts: collections.Counter[str], debug: bool, is_tun: bool) -> None:
-    """The VPN itself: wait until either side has data, move it across, repeat forever."""
-    buffer = memoryview(bytearray(MAX_PACKET))  # one buffer reused for every packet: nothing allocated per packet
-    # The TUN is non-blocking, so it is read until empty; stdin is left blocking, so it is read once.
-    reads, read_size = (BATCH, MAX_PACKET) if is_tun else (1, MAX_STDIN_READ)
-    name_in, name_out = ("tun", "tun") if is_tun else ("stdin", "stdout")
-    network = sock.fileno()
-    watched = [inside, network]
-    while True:
-        ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until a descriptor is readable
-        if inside in ready and not forward_out(inside, sock, peer, buffer[:read_size], counts, debug,
-                                               f"{name_in}->net", reads):
-            watched.remove(inside)  # stdin ended: keep receiving, like netcat
-        if network in ready:
-            forward_in(sock, outside, buffer, counts, debug, f"net->{name_out}")
-
-
 def summary(counts: collections.Counter[str]) -> str:
     """Packets and bytes each way, and the errors by kind."""
     errors = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if kind.split()[0] in ("send", "write"))
@@ -315,6 +317,7 @@ def port_number(text: str) -> int:
 
 
 def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
+    """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; exits with status 2 on a mistake."""
     parser = argparse.ArgumentParser(
         prog="tinyvpn",
         description="A tiny point-to-point VPN: IP packets from a TUN interface, one per UDP datagram.",

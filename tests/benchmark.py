@@ -7,7 +7,8 @@ As root, from the repository:
     python3 tests/benchmark.py --rounds 5 --seconds 10  # longer, steadier
     python3 tests/benchmark.py --only tinyvpn socat     # some tunnels only
     python3 tests/benchmark.py --baseline HEAD~3        # also an older tinyvpn.py (a git revision or a file)
-    python3 tests/benchmark.py --flood 30 --only tinyvpn   # tinyvpn's memory over a 30 s flood
+    python3 tests/benchmark.py --mtu 1500 --only tinyvpn   # another TUN MTU (default 1400)
+    python3 tests/benchmark.py --flood 30               # only tinyvpn's memory over a 30 s flood
 
 Each measurement builds two fresh network namespaces joined by veth (tests/netns.py), brings up
 one tunnel between them with TUN MTU 1400, and measures from a to b: iperf3 TCP throughput,
@@ -34,13 +35,13 @@ TUNNELS = ["tinyvpn", "socat", "openvpn", "bare"]
 TOOLS = {"tinyvpn": [], "socat": ["socat"], "openvpn": ["openvpn"], "bare": []}
 
 
-def start_tinyvpn(hosts: Hosts, program: Path) -> list:
+def start_tinyvpn(hosts: Hosts, program: Path, mtu: int = TUNNEL_MTU) -> list:
     processes = [netns.start_tinyvpn(hosts, side, program=(sys.executable, str(program))) for side in "ab"]
-    netns.bring_up_tunnel(hosts)
+    netns.bring_up_tunnel(hosts, mtu)
     return processes
 
 
-def start_socat(hosts: Hosts) -> list:
+def start_socat(hosts: Hosts, mtu: int) -> list:
     # socat's UDP: address is a connected socket. A new TUN sends IPv6 housekeeping packets at
     # once; sent before the peer is bound, the ICMP "port unreachable" answer makes socat exit.
     # So its TUN is created down, and brought up only once both sides are bound.
@@ -53,18 +54,18 @@ def start_socat(hosts: Hosts) -> list:
     for side in "ab":
         netns.wait_for(lambda side=side: netns.port_is_bound(hosts, side), f"socat in {side}")
     for side in "ab":
-        netns.run(hosts, side, "ip", "link", "set", hosts.tun, "mtu", str(TUNNEL_MTU), "up")
+        netns.run(hosts, side, "ip", "link", "set", hosts.tun, "mtu", str(mtu), "up")
     return processes
 
 
-def start_openvpn(hosts: Hosts) -> list:
+def start_openvpn(hosts: Hosts, mtu: int) -> list:
     # Point-to-point, no TLS, no cipher, no HMAC: OpenVPN's cheapest mode (gone in 2.7).
     processes = []
     for side in "ab":
         me, peer = UNDERLAY[side][0], UNDERLAY[OTHER[side]][0]
         processes.append(netns.start(
             hosts, side, "openvpn", "--dev", hosts.tun, "--dev-type", "tun", "--proto", "udp",
-            "--tun-mtu", str(TUNNEL_MTU), "--cipher", "none", "--data-ciphers", "none", "--auth", "none",
+            "--tun-mtu", str(mtu), "--cipher", "none", "--data-ciphers", "none", "--auth", "none",
             "--disable-dco", "--local", me, "--lport", str(PORT), "--remote", peer, "--rport", str(PORT),
             "--ifconfig", TUNNEL[side][0], TUNNEL[OTHER[side]][0], name=f"openvpn-{side}"))
     for side in "ab":
@@ -104,11 +105,11 @@ def iperf3(hosts: Hosts, target: str, seconds: float, *options: str) -> dict:
     return report["end"]
 
 
-def measure(tunnel: str, seconds: float, program: Path) -> dict:
+def measure(tunnel: str, seconds: float, program: Path, mtu: int) -> dict:
     """Bring up one tunnel between fresh namespaces and measure it."""
     with netns.two_hosts() as hosts:
-        starts = {"tinyvpn": lambda: start_tinyvpn(hosts, program), "socat": lambda: start_socat(hosts),
-                  "openvpn": lambda: start_openvpn(hosts), "bare": lambda: []}
+        starts = {"tinyvpn": lambda: start_tinyvpn(hosts, program, mtu), "socat": lambda: start_socat(hosts, mtu),
+                  "openvpn": lambda: start_openvpn(hosts, mtu), "bare": lambda: []}
         processes = starts[tunnel]()
         target = UNDERLAY["b"][0] if tunnel == "bare" else TUNNEL["b"][0]
         ping = netns.run(hosts, "a", "ping", "-c", "40", "-i", "0.01", "-q", target)
@@ -186,6 +187,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="length of each iperf3 test (default 5)")
     parser.add_argument("--only", nargs="+", choices=TUNNELS, default=TUNNELS, help="tunnels to measure")
     parser.add_argument("--baseline", metavar="REV_OR_FILE", help="also measure this tinyvpn.py, as 'baseline'")
+    parser.add_argument("--mtu", type=int, default=TUNNEL_MTU, help=f"TUN MTU (default {TUNNEL_MTU})")
     parser.add_argument("--flood", type=float, metavar="SECONDS", help="only: tinyvpn's RSS over a UDP flood")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -206,7 +208,7 @@ def main() -> None:
         order = names[round_number % len(names):] + names[:round_number % len(names)]
         for name in order:
             kind = "tinyvpn" if name == "baseline" else name
-            results[name].append(measure(kind, args.seconds, tunnels[name]))
+            results[name].append(measure(kind, args.seconds, tunnels[name], args.mtu))
             r = results[name][-1]
             print(f"round {round_number + 1} {name:9} TCP {r['tcp_mbps']:7.0f} Mbit/s  "
                   f"64 B {r['kpps']:6.1f} kpps ({r['loss']:.0f}% lost)  RTT {r['rtt_ms']:.3f} ms  "
@@ -214,7 +216,7 @@ def main() -> None:
 
     uname = os.uname()
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Linux {uname.release}, "
-          f"Python {sys.version.split()[0]}, TUN MTU {TUNNEL_MTU}, "
+          f"Python {sys.version.split()[0]}, TUN MTU {args.mtu}, "
           f"{args.rounds} rounds of {args.seconds:g} s, medians\n")
     print(table(results))
 
