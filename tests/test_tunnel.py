@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from netns import (
     TINYVPN,
     TUNNEL,
@@ -226,7 +227,7 @@ def unprivileged(tmp_path: Path) -> list:
                    if subprocess.run(["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups",
                                       p, "-c", ""], capture_output=True).returncode == 0), None)
     if python is None:
-        pytest.skip("no Python that user nobody may run")
+        skip_or_fail("no Python that user nobody may run (install python3 outside /root)")
     folder = Path(tempfile.mkdtemp())
     folder.chmod(0o755)
     shutil.copy(TINYVPN, folder / "tinyvpn.py")  # nobody may not be able to read the checkout
