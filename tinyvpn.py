@@ -142,18 +142,18 @@ def relay(inside: int, outside: int, sock: socket.socket, peer: Address,
           counts: collections.Counter[str], debug: bool, is_tun: bool) -> None:
     """The VPN itself: wait until either side has data, move it across, repeat forever."""
     buffer = memoryview(bytearray(MAX_PACKET))  # one buffer reused for every packet: nothing allocated per packet
-    # The TUN is non-blocking, so it is read until empty; stdin is left blocking, so it is read once.
-    reads, read_size = (BATCH, MAX_PACKET) if is_tun else (1, MAX_STDIN_READ)
-    name_in, name_out = ("tun", "tun") if is_tun else ("stdin", "stdout")
+    if is_tun:  # the TUN is non-blocking, so it is read until empty
+        reads, read_buffer, outgoing, incoming = BATCH, buffer, "tun->net", "net->tun"
+    else:  # stdin is left blocking, so it is read once per select(), at most one datagram's worth
+        reads, read_buffer, outgoing, incoming = 1, buffer[:MAX_STDIN_READ], "stdin->net", "net->stdout"
     network = sock.fileno()
     watched = [inside, network]
     while True:
         ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until a descriptor is readable
-        if inside in ready and not forward_out(inside, sock, peer, buffer[:read_size], counts, debug,
-                                               f"{name_in}->net", reads):
+        if inside in ready and not forward_out(inside, sock, peer, read_buffer, counts, debug, outgoing, reads):
             watched.remove(inside)  # stdin ended: keep receiving, like netcat
         if network in ready:
-            forward_in(sock, outside, buffer, counts, debug, f"net->{name_out}")
+            forward_in(sock, outside, buffer, counts, debug, incoming)
 
 
 def forward_out(inside: int, sock: socket.socket, peer: Address, buffer: memoryview,
@@ -291,7 +291,7 @@ def log_packet(direction: str, packet: memoryview, origin: Optional[Address] = N
 
 def summary(counts: collections.Counter[str]) -> str:
     """Packets and bytes each way, and the errors by kind."""
-    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if kind.split()[0] in ("send", "write"))
+    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if kind.startswith(("send ", "write ")))
     return (f"tinyvpn: sent {counts['packets out']} packets ({counts['bytes out']} B), "
             f"received {counts['packets in']} packets ({counts['bytes in']} B), "
             f"errors: {errors or 'none'}")
