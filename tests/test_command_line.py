@@ -4,6 +4,7 @@ Every bad input must end with one line on stderr naming the problem, a non-zero 
 and never a Python traceback.
 """
 
+import errno
 import socket
 import subprocess
 import sys
@@ -87,3 +88,17 @@ def test_ifreq_is_name_then_flags_in_40_bytes() -> None:
 def test_peer_resolution(peer: str, family: int, expected: tuple) -> None:
     assert tinyvpn.resolve_peer(peer, 5000, family) == expected
 
+
+
+def test_without_ipv6_in_the_kernel_it_falls_back_to_an_ipv4_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *rest: object) -> socket.socket:
+        if family == socket.AF_INET6:  # what a kernel booted with ipv6.disable=1 answers
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *rest)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    with tinyvpn.open_udp_socket(0) as sock:
+        assert (sock.family, sock.getsockname()[0]) == (socket.AF_INET, "0.0.0.0")
+        assert tinyvpn.resolve_peer("192.0.2.7", 5000, sock.family) == ("192.0.2.7", 5000)
