@@ -28,15 +28,20 @@ def test_the_demo_pings_through_the_tunnel_and_cleans_up(root: None) -> None:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
 def test_the_kept_demo_stops_on_ctrl_c_or_sigterm_and_cleans_up(root: None, how: int) -> None:
     demo = subprocess.Popen([sys.executable, str(DEMO), "--keep"], stdout=subprocess.PIPE, text=True)
-    seen = ""
-    while "stays up until Ctrl-C" not in seen:
-        line = demo.stdout.readline()
-        assert line, f"the demo ended early: {seen}"
-        seen += line
-    prefix = re.search(r"namespaces (tv\w+)-a", seen).group(1)
-    assert prefix in namespaces()
-    demo.send_signal(how)
-    seen += demo.communicate(timeout=30)[0]
+    try:
+        seen = ""
+        while "stays up until Ctrl-C" not in seen:
+            line = demo.stdout.readline()
+            assert line, f"the demo ended early: {seen}"
+            seen += line
+        prefix = re.search(r"namespaces (tv\w+)-a", seen).group(1)
+        assert prefix in namespaces()
+        demo.send_signal(how)
+        seen += demo.communicate(timeout=30)[0]
+    finally:
+        if demo.poll() is None:  # a failed assertion above: SIGTERM lets the demo remove its namespaces
+            demo.terminate()
+            demo.wait(30)
     assert demo.returncode == 0
     assert "nothing is left behind" in seen
     assert prefix not in namespaces()

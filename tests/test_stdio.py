@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import netns
@@ -27,10 +28,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+STARTED: list = []  # every tinyvpn these tests start; the fixture below ends them, even after a failure
+
+
+@pytest.fixture(autouse=True)
+def stop_what_we_started() -> Iterator[None]:
+    yield
+    while STARTED:
+        netns.stop(STARTED.pop())
+
+
 def start_looped(port: int, stdin: object, peer: str = "127.0.0.1") -> subprocess.Popen:
     """tinyvpn -d in stdio mode, sending to itself; waits until its port is bound."""
     process = subprocess.Popen([sys.executable, str(TINYVPN), "-d", "stdio", peer, str(port)],
                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    STARTED.append(process)
     netns.wait_for(lambda: port_is_bound(port) or process.poll() is not None, "tinyvpn to bind its port")
     return process
 
@@ -141,6 +153,7 @@ def test_on_a_terminal_it_leaves_the_terminal_blocking() -> None:
     port = free_port()
     process = subprocess.Popen([sys.executable, str(TINYVPN), "stdio", "127.0.0.1", str(port)],
                                stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+    STARTED.append(process)
     try:
         netns.wait_for(lambda: port_is_bound(port), "tinyvpn to bind its port")
         os.write(controller, b"typed line\n")
@@ -152,7 +165,6 @@ def test_on_a_terminal_it_leaves_the_terminal_blocking() -> None:
         assert process.wait(5) == 0
         assert not fcntl.fcntl(terminal, fcntl.F_GETFL) & os.O_NONBLOCK
     finally:
-        process.kill()
         os.close(controller)
         os.close(terminal)
 
