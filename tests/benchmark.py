@@ -76,12 +76,8 @@ def start_openvpn(hosts: Hosts, mtu: int) -> list:
 
 
 def cpu_seconds(processes: list) -> float:
-    """User + system CPU time used so far by these processes, from /proc."""
-    total = 0
-    for process in processes:
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time used so far by these processes together."""
+    return sum(netns.cpu_seconds(process.pid) for process in processes)
 
 
 def memory_kib(process: subprocess.Popen, field: str) -> int:
@@ -95,7 +91,7 @@ def memory_kib(process: subprocess.Popen, field: str) -> int:
 def iperf3(hosts: Hosts, target: str, seconds: float, *options: str) -> dict:
     """One iperf3 test from a to `target` (a server in b); returns the client's JSON summary."""
     server = netns.start(hosts, "b", "iperf3", "-s", "-1", "-B", target, name="iperf3-server")
-    netns.wait_for(lambda: bool(netns.run(hosts, "b", "ss", "-Htln", "sport = :5201").stdout), "iperf3 -s")
+    netns.wait_for(lambda: netns.is_listening(hosts, "b", 5201), "iperf3 -s")
     result = netns.run(hosts, "a", "iperf3", "-c", target, "-t", str(seconds), "-J", *options,
                        check=False, timeout=seconds + 30)
     netns.stop(server)

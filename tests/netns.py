@@ -103,7 +103,19 @@ def start_tinyvpn(hosts: Hosts, side: str, *options: str, peer: Optional[str] = 
 
 
 def port_is_bound(hosts: Hosts, side: str, port: int = PORT) -> bool:
+    """Whether a UDP socket in namespace `side` is bound to `port` (connected or not)."""
     return bool(run(hosts, side, "ss", "-Huan", f"sport = :{port}").stdout)
+
+
+def is_listening(hosts: Hosts, side: str, port: int) -> bool:
+    """Whether a TCP server in namespace `side` listens on `port`."""
+    return bool(run(hosts, side, "ss", "-Htln", f"sport = :{port}").stdout)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "(command name)"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def has_interface(hosts: Hosts, side: str, interface: str) -> bool:

@@ -116,9 +116,9 @@ def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_a
     port = free_port()
     process = start_looped(port, subprocess.DEVNULL)  # stdin is at end of file from the start
     time.sleep(0.2)
-    busy_before = cpu_seconds(process.pid)
+    busy_before = netns.cpu_seconds(process.pid)
     time.sleep(1.0)
-    assert cpu_seconds(process.pid) - busy_before < 0.05  # a busy loop would burn the whole second
+    assert netns.cpu_seconds(process.pid) - busy_before < 0.05  # a busy loop would burn the whole second
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:  # any source, any source port
         stranger.sendto(b"from a stranger", ("127.0.0.1", port))
@@ -129,12 +129,6 @@ def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_a
     assert "stdin->net" not in err  # no empty datagram was sent at end of file
     assert f"(from 127.0.0.1:{stranger_port})" in err
     assert "sent 0 packets (0 B), received 1 packets (15 B)" in err
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])

@@ -25,7 +25,9 @@ from netns import (
     Hosts,
     bring_up_tunnel,
     has_interface,
+    is_listening,
     output,
+    port_is_bound,
     run,
     start,
     start_tinyvpn,
@@ -110,7 +112,7 @@ def test_a_tcp_transfer_arrives_intact(hosts: Hosts) -> None:
     start_tinyvpn(hosts, "b")
     bring_up_tunnel(hosts)
     sink = start(hosts, "b", sys.executable, "-c", TCP_SINK, B_IPV4, name="sink")
-    wait_for(lambda: bool(run(hosts, "b", "ss", "-Htln", "sport = :7000").stdout), "the TCP sink to listen")
+    wait_for(lambda: is_listening(hosts, "b", 7000), "the TCP sink to listen")
     size = 8 * 1024 * 1024
     sent = run(hosts, "a", sys.executable, "-c", TCP_SOURCE, B_IPV4, str(size)).stdout.split()
     assert sink.wait(30) == 0
@@ -151,7 +153,7 @@ def test_a_burst_of_datagrams_arrives_as_separate_packets(hosts: Hosts) -> None:
     bring_up_tunnel(hosts)
     count = 40
     receiver = start(hosts, "b", sys.executable, "-c", UDP_BURST_RECEIVER, B_IPV4, str(count), name="receiver")
-    wait_for(lambda: bool(run(hosts, "b", "ss", "-Huln", "sport = :7001").stdout), "the UDP receiver to bind")
+    wait_for(lambda: port_is_bound(hosts, "b", 7001), "the UDP receiver to bind")
     run(hosts, "a", sys.executable, "-c", UDP_BURST_SENDER, B_IPV4, str(count))
     assert receiver.wait(10) == 0
     got = json.loads(output(hosts, "receiver", "out"))
