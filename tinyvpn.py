@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
 """tinyvpn: a tiny point-to-point VPN, written to be read.
 
-It copies packets between a TUN interface and a UDP socket: every IP packet the
-kernel routes into the TUN goes to the peer as one UDP datagram, and every
-datagram that arrives is handed back to the kernel as one IP packet.
+The whole idea is one loop: wait until the TUN interface or the UDP socket has something, then
+move it across, one IP packet in one UDP datagram.
 
-There is NO encryption and NO authentication: anyone who can reach the port can
-read the traffic and inject packets. It is teaching material; use WireGuard for
-anything real.
+    while True:
+        ready, _, _ = select.select([tun, sock], [], [])
+        if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
+        if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
+
+relay() below is that loop. Around it: a wake-up moves every packet waiting (up to a batch), a
+packet the kernel refuses is dropped without ending the tunnel, the local end may be stdin and
+stdout instead of a TUN, and -d prints every packet. Read in order: the loop, its two ends,
+main(). The sections after main() ("Going fast: batching", "What -d prints", "The command
+line") are refinements that a first reading may skip.
+
+There is NO encryption and NO authentication: anyone who can reach the port can read the
+traffic and inject packets. It is teaching material; use WireGuard for anything real.
 """
 
 import argparse
@@ -21,43 +30,106 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn, Optional
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
-# --- Kernel facts ------------------------------------------------------------
+MAX_PACKET = 65535  # an IP length field is 16 bits: no packet, and no UDP datagram, is longer
+# Under load, one wake-up moves up to BATCH packets each way: fewer select() calls, and a flood
+# one way cannot starve the other way.
+BATCH = 64
 
-IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP would mean Ethernet frames)
-IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: each read or write is the IP packet alone
-IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL, so 15 characters at most
+Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
+
+
+# --- The loop ------------------------------------------------------------------------------
+
+
+def relay(local: "Local", network: "Network") -> None:
+    """The VPN itself: wait until either end has something, move it across, repeat forever."""
+    watched: list[Any] = [local, network]
+    while True:
+        ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until one is readable
+        if local in ready:
+            packets = local.read()
+            if packets is None:  # stdin ended (a TUN never does): stop reading it, like netcat
+                watched.remove(local)
+            else:
+                network.send(packets)  # each packet -> one datagram to the peer
+        if network in ready:
+            for packet, sender in network.receive():  # each datagram, from anyone -> one packet
+                local.write(packet, sender)
+
+
+# --- The local end: a TUN interface (or stdin and stdout) ----------------------------------
+
+
+class Local:
+    """This host's end of the tunnel: a TUN interface, or stdin and stdout in stdio mode."""
+
+    def __init__(self, read_fd: int, write_fd: int, reads: int, read_size: int,
+                 log: Optional["Log"]) -> None:
+        self.read_fd, self.write_fd, self.log = read_fd, write_fd, log
+        self.reads, self.read_size = reads, read_size  # per wake-up; bytes asked of each read
+        # The packets of one wake-up lie one after another in this buffer; none is copied later.
+        self.buffer = memoryview(bytearray(2 * read_size))
+
+    def fileno(self) -> int:  # what select() watches
+        return self.read_fd
+
+    def read(self) -> Optional[list[memoryview]]:
+        """The packets waiting, up to `reads` of them; None once stdin has ended."""
+        packets: list[memoryview] = []
+        end = 0
+        while len(packets) < self.reads and end <= self.read_size:  # room for one more read
+            try:
+                # One read of a TUN returns exactly one packet, never two or half of one.
+                length = os.readv(self.read_fd, [self.buffer[end:end + self.read_size]])
+            except BlockingIOError:  # the TUN's queue is empty (it is non-blocking: see open_tun)
+                break
+            if length == 0:  # end of file: only stdin ends
+                return packets or None
+            packets.append(self.buffer[end:end + length])
+            end += length
+        return packets
+
+    def write(self, packet: memoryview, sender: Address) -> None:
+        """Hand one packet to the kernel (or stdout); if it is refused, drop it and go on."""
+        try:
+            write_all(self.write_fd, packet)
+        except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
+            raise
+        except OSError as error:  # the kernel refused the packet (not IP, interface down)
+            if self.log:
+                self.log.received(packet, sender, error)
+            return
+        if self.log:  # only -d pays for counting and printing
+            self.log.received(packet, sender)
+
+
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of `data`: a TUN takes a packet in one write, a pipe may take it in pieces."""
+    while data:
+        data = data[os.write(fd, data):]
+
+
+IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
+IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
+IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
 
 
 def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes to the kernel."""
-    # The code packs: a "write" direction flag | the argument size << 16 | the letter << 8 | the number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC and Alpha put it at bit 31.
-    old_layout = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha"))
-    write_flag = 0x80000000 if old_layout else 0x40000000
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
     return write_flag | size << 16 | ord(letter) << 8 | number
 
 
 # linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-MAX_PACKET = 65535  # an IP length field is 16 bits, so no packet (and no UDP datagram) is longer
-MAX_STDIN_READ = 65507  # the largest UDP payload IPv4 can carry: 65535 - 20 (IPv4 header) - 8 (UDP header)
-RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us (see open_udp_socket)
-# Reading a ready descriptor until it is empty saves a select() per packet under load;
-# stopping after BATCH packets keeps a flood one way from starving the other way.
-BATCH = 64
-
-
-def fail(message: str) -> NoReturn:
-    """Stop with a one-line error on stderr and exit status 1."""
-    sys.exit(f"tinyvpn: {message}")
-
-
-# --- Setup: the TUN interface and the UDP socket -----------------------------
 
 
 def make_ifreq(name: str) -> bytes:
@@ -66,14 +138,18 @@ def make_ifreq(name: str) -> bytes:
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
 
 
+def fail(message: str) -> NoReturn:
+    """Stop with a one-line error on stderr and exit status 1."""
+    sys.exit(f"tinyvpn: {message}")
+
+
 def open_tun(name: str) -> int:
-    """Create TUN interface `name` (or attach to a persistent one) and return its file descriptor."""
+    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
     no_permission = (
-        "not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-        f"or first create one owned by your user: ip tuntap add dev {name} mode tun user $USER"
-    )
+        "not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), or first "
+        f"create one owned by your user: ip tuntap add dev {name} mode tun user $USER")
     try:
-        # Non-blocking, so that forward_out() can read until the queue is empty.
+        # Non-blocking, so that Local.read() can read until the queue is empty.
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     except FileNotFoundError:
         fail("/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the device "
@@ -81,7 +157,7 @@ def open_tun(name: str) -> int:
     except PermissionError:
         fail(no_permission)
     try:
-        # Opening /dev/net/tun gives a blank descriptor; this ioctl turns it into interface `name`.
+        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
         # The interface lives as long as the descriptor: it disappears when we exit.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
@@ -89,37 +165,80 @@ def open_tun(name: str) -> int:
         if error.errno == errno.EPERM:
             fail(no_permission)
         if error.errno == errno.EBUSY:
-            fail(f"interface {name} is busy: another program has it open, or it is not a TUN device; "
-                 "choose another INTERFACE name")
+            fail(f"interface {name} is busy: another program has it open, or it is not a TUN "
+                 "device; choose another INTERFACE name")
         fail(f"cannot create TUN interface {name}: {error.strerror}")
     return fd
+
+
+# --- The network end: one UDP socket, and the peer's address -------------------------------
+
+
+class Network:
+    """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone."""
+
+    def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
+        self.sock, self.peer, self.log = sock, peer, log
+        self.buffer = memoryview(bytearray(MAX_PACKET))  # reused for every datagram received
+
+    def fileno(self) -> int:  # what select() watches
+        return self.sock.fileno()
+
+    def send(self, packets: list[memoryview]) -> None:
+        for packet in packets:
+            self.send_one(packet)
+
+    def send_one(self, packet: memoryview) -> None:
+        """Send one packet as one datagram; if that fails, drop it and go on."""
+        try:
+            self.sock.sendto(packet, self.peer)
+        except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
+            if self.log:
+                self.log.sent(packet, error)
+            return
+        if self.log:
+            self.log.sent(packet)
+
+    def receive(self) -> Iterator[tuple[memoryview, Address]]:
+        """The datagrams waiting (up to BATCH of them), each with the address it came from."""
+        for _ in range(BATCH):
+            try:
+                # MSG_DONTWAIT: this call returns at once when nothing is queued (the socket
+                # itself stays blocking, so that a full send buffer makes sendto() wait).
+                length, sender = self.sock.recvfrom_into(self.buffer, MAX_PACKET,
+                                                         socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            yield self.buffer[:length], sender
+
+
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
 
 
 def open_udp_socket(port: int) -> socket.socket:
     """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the sysctl default.
+        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
+        # sysctl default says.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         everywhere = "::"
     except OSError:  # this kernel has no IPv6: IPv4 only
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         everywhere = "0.0.0.0"
-    # Room for bursts: the default receive buffer (~208 KiB) holds ~90 full-size packets, and a datagram
+    # Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
     # that finds it full is dropped. The kernel caps this at sysctl net.core.rmem_max.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            fail(f"UDP port {port} is already in use: stop the program using it or choose another PORT")
+            fail(f"UDP port {port} is already in use: stop the program using it or choose "
+                 "another PORT")
         if error.errno == errno.EACCES:
             fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
         fail(f"cannot bind UDP port {port}: {error.strerror}")
     return sock
-
-
-Address = tuple[Any, ...]  # a socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
 
 
 def resolve_peer(peer: str, port: int, family: int) -> Address:
@@ -135,106 +254,221 @@ def resolve_peer(peer: str, port: int, family: int) -> Address:
     return address
 
 
-# --- The loop ----------------------------------------------------------------
+# --- main ----------------------------------------------------------------------------------
+
+MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header): the most one read of stdin
+# may take, so that it fits in one datagram
 
 
-def relay(inside: int, outside: int, sock: socket.socket, peer: Address,
-          counts: collections.Counter[str], debug: bool, is_tun: bool) -> None:
-    """The VPN itself: wait until either side has data, move it across, repeat forever."""
-    buffer = memoryview(bytearray(MAX_PACKET))  # one buffer reused for every packet: nothing allocated per packet
-    if is_tun:  # the TUN is non-blocking, so it is read until empty
-        reads, read_buffer, outgoing, incoming = BATCH, buffer, "tun->net", "net->tun"
-    else:  # stdin is left blocking, so it is read once per select(), at most one datagram's worth
-        reads, read_buffer, outgoing, incoming = 1, buffer[:MAX_STDIN_READ], "stdin->net", "net->stdout"
-    network = sock.fileno()
-    watched = [inside, network]
-    while True:
-        ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until a descriptor is readable
-        if inside in ready and not forward_out(inside, sock, peer, read_buffer, counts, debug, outgoing, reads):
-            watched.remove(inside)  # stdin ended: keep receiving, like netcat
-        if network in ready:
-            forward_in(sock, outside, buffer, counts, debug, incoming)
+def main(argv: Optional[list[str]] = None) -> int:
+    """Set up both ends, then relay until Ctrl-C or SIGTERM; exit status 0."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
+    args = parse_arguments(argv)
+    stdio = args.interface == "stdio"
+    log = Log(stdio) if args.d else None
+    try:
+        if stdio:  # stdin stays blocking, so it is read once per wake-up
+            local = Local(sys.stdin.fileno(), sys.stdout.fileno(), 1, MAX_UDP_PAYLOAD, log)
+        else:
+            tun = open_tun(args.interface)
+            local = Local(tun, tun, BATCH, MAX_PACKET, log)
+        sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
+        peer = resolve_peer(args.peer, args.port, sock.family)
+        relay(local, (BatchingNetwork if can_batch(sock) else Network)(sock, peer, log))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
+        if error.errno == errno.EBADFD and not stdio:  # the TUN's descriptor has no device now
+            fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
+        fail(error.strerror or str(error))
+    if log:
+        print(log.summary(), file=sys.stderr, flush=True)
+    return 0
 
 
-def forward_out(inside: int, sock: socket.socket, peer: Address, buffer: memoryview,
-                counts: collections.Counter[str], debug: bool, direction: str, reads: int) -> bool:
-    """Send up to `reads` packets read from `inside` to the peer; False once `inside` has ended."""
-    for _ in range(reads):
-        try:
-            length = os.readv(inside, [buffer])  # one read returns exactly one packet, never two
-        except BlockingIOError:  # the TUN queue is empty: back to select()
-            return True
-        if length == 0:  # only stdin ends; a TUN never does
-            return False
-        packet = buffer[:length]
-        try:
-            sock.sendto(packet, peer)
-        except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
-            if debug:
-                log_packet(counts, direction, packet, error=error)
-            continue
-        if debug:  # counting and printing cost time per packet: only -d pays for them
-            log_packet(counts, direction, packet)
+# --- Going fast: batching ------------------------------------------------------------------
+# Each packet costs system calls, and in Python each call costs microseconds: per packet, not
+# per byte. Linux can glue datagrams together at the socket. One sendmsg() with UDP_SEGMENT
+# hands the kernel a buffer and a size, and the kernel cuts it into separate datagrams of that
+# size (GSO, Linux 4.18). With UDP_GRO on a socket, one recvmsg() may return several same-size
+# datagrams, glued, with their size beside them (GRO, Linux 5.0). The wire does not change:
+# the peer still gets one datagram per packet. WireGuard and QUIC stacks go fast this way.
+
+UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
+UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
+GSO_MAX_SEGMENTS = 64  # linux/udp.h UDP_MAX_SEGMENTS: one sendmsg() makes 64 datagrams at most
+GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that control message: one int
+
+
+def can_batch(sock: socket.socket) -> bool:
+    """Turn on GRO; False if this kernel (before 5.0, or not Linux) lacks GSO or GRO."""
+    try:
+        sock.getsockopt(socket.SOL_UDP, UDP_SEGMENT)  # ENOPROTOOPT where GSO is unknown
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
     return True
 
 
-def forward_in(sock: socket.socket, outside: int, buffer: memoryview,
-               counts: collections.Counter[str], debug: bool, direction: str) -> None:
-    """Write datagrams received from anyone to `outside`, each as one packet."""
-    origin = None
-    for _ in range(BATCH):
+class BatchingNetwork(Network):
+    """The network end, sending runs of equal-size packets with one sendmsg() each (GSO), and
+    reading several datagrams with one recvmsg() (GRO). A run the kernel refuses is sent again
+    one datagram at a time: batching never loses a packet."""
+
+    def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
+        super().__init__(sock, peer, log)
+        # The kernel refuses a batch whose datagrams, with their headers, exceed the path MTU
+        # (EINVAL), or a device that cannot checksum them (EIO): either way a refused size will
+        # be refused again, so runs of that size or larger are sent one by one from then on.
+        self.largest_glued = MAX_PACKET
+
+    def send(self, packets: list[memoryview]) -> None:
+        for run in equal_size_runs(packets):
+            if len(run) == 1 or not self.send_glued(run):
+                for packet in run:
+                    self.send_one(packet)
+
+    def send_glued(self, run: list[memoryview]) -> bool:
+        """Send `run` with one sendmsg(); False, having sent nothing, if the kernel refused."""
+        size = len(run[0])
+        if size > self.largest_glued:
+            return False
         try:
-            # MSG_DONTWAIT: this one call returns at once when nothing is queued; the socket stays blocking.
-            if debug:  # asking who sent it costs ~1 us a packet: only -d, which prints it, pays for it
-                length, origin = sock.recvfrom_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
-            else:
-                length = sock.recv_into(buffer, MAX_PACKET, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        packet = buffer[:length]
-        try:
-            write_all(outside, packet)
-        except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
-            raise
-        except OSError as error:  # the kernel refused the packet (not IP, interface down): drop it
-            if debug:
-                log_packet(counts, direction, packet, origin, error)
-            continue
-        if debug:
-            log_packet(counts, direction, packet, origin)
+            # The kernel cuts what the buffers hold (gathered in order) into `size`-byte datagrams.
+            self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
+                              0, self.peer)
+        except OSError as error:
+            if error.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
+                self.largest_glued = size - 1
+            return False
+        if self.log:
+            for packet in run:
+                self.log.sent(packet)
+        return True
+
+    def receive(self) -> Iterator[tuple[memoryview, Address]]:
+        for _ in range(BATCH):
+            try:
+                length, control, _, sender = self.sock.recvmsg_into(
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            # With no UDP_GRO message the read is one datagram; with one, it is datagrams of
+            # `size` bytes glued together (the last may be shorter). An empty one holds nothing.
+            size = next((struct.unpack("=i", data)[0] for level, kind, data in control
+                         if (level, kind) == (socket.SOL_UDP, UDP_GRO)), MAX_PACKET)
+            glued = self.buffer[:length]
+            for start in range(0, length, size):
+                yield glued[start:start + size], sender
 
 
-def write_all(fd: int, data: memoryview) -> None:
-    """Write all of `data`: a TUN takes a packet in one write, a pipe may take it in pieces."""
-    while data:
-        data = data[os.write(fd, data):]
+def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
+    """Cut `packets`, in order, into runs that one sendmsg() can carry: equal sizes (the last
+    may be shorter), GSO_MAX_SEGMENTS at most, and MAX_UDP_PAYLOAD bytes in all."""
+    run: list[memoryview] = []
+    size = total = 0
+    for packet in packets:
+        fits = (run and len(packet) <= size and len(run[-1]) == size
+                and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= MAX_UDP_PAYLOAD)
+        if not fits:
+            if run:
+                yield run
+            run, size, total = [], len(packet), 0
+        run.append(packet)
+        total += len(packet)
+    if run:
+        yield run
 
 
-# --- What -d prints ------------------------------------------------------------
+# --- What -d prints ------------------------------------------------------------------------
 
-PROTOCOLS = {0: "IPv6-hop-by-hop", 1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
-ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request", 11: "time-exceeded"}
+
+class Log:
+    """-d: one line on stderr for every packet, each way, and the totals at exit."""
+
+    def __init__(self, stdio: bool) -> None:
+        self.decode = not stdio  # TUN packets are IP, and decoded; what stdin gives is not
+        self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
+            ("tun->net", "net->tun")
+        self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
+        self.errors: collections.Counter[str] = collections.Counter()  # "write EIO" -> count
+
+    def sent(self, packet: memoryview, error: Optional[OSError] = None) -> None:
+        """A packet from the local end: sent to the peer, or dropped because of `error`."""
+        if error is None:
+            self.sent_packets += 1
+            self.sent_bytes += len(packet)
+        else:
+            self.errors[f"send {errno.errorcode.get(error.errno or 0, '?')}"] += 1
+        self.show(self.outgoing, packet, "", error)
+
+    def received(self, packet: memoryview, sender: Address,
+                 error: Optional[OSError] = None) -> None:
+        """A datagram from `sender`: written to the local end, or dropped because of `error`."""
+        if error is None:
+            self.received_packets += 1
+            self.received_bytes += len(packet)
+        else:
+            self.errors[f"write {errno.errorcode.get(error.errno or 0, '?')}"] += 1
+        self.show(self.incoming, packet, f"   (from {format_address(sender)})", error)
+
+    def show(self, direction: str, packet: memoryview, sender: str,
+             error: Optional[OSError]) -> None:
+        line = f"{direction}  {len(packet):5} B"
+        if self.decode:
+            line += "  " + describe_packet(bytes(packet))
+        line += sender
+        if error is not None:
+            line += f"   DROPPED: {error.strerror}"
+        print(line, file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        """Packets and bytes each way, and the errors by kind."""
+        errors = ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items()))
+        return (f"tinyvpn: sent {self.sent_packets} packets ({self.sent_bytes} B), "
+                f"received {self.received_packets} packets ({self.received_bytes} B), "
+                f"errors: {errors or 'none'}")
+
+
+def format_address(address: Address) -> str:
+    """'192.0.2.1:5000' or '[2001:db8::1]:5000'; an IPv4 sender on the IPv6 socket as IPv4."""
+    host = address[0].removeprefix("::ffff:")
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+
+
+# IP protocol numbers (IANA), the byte that says what follows the IP header.
+ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
+PROTOCOLS = {0: "IPv6-hop-by-hop", ICMP: "ICMP", 2: "IGMP", TCP: "TCP", UDP: "UDP",
+             ICMPV6: "ICMPv6"}
+ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request",
+              11: "time-exceeded"}
 ICMPV6_TYPES = {
     1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
-    128: "echo-request", 129: "echo-reply", 133: "router-solicitation", 134: "router-advertisement",
-    135: "neighbour-solicitation", 136: "neighbour-advertisement", 143: "MLDv2-report",
+    128: "echo-request", 129: "echo-reply", 133: "router-solicitation",
+    134: "router-advertisement", 135: "neighbour-solicitation", 136: "neighbour-advertisement",
+    143: "MLDv2-report",
 }
 TCP_FLAGS = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")]
 
 
 def describe_packet(packet: bytes) -> str:
     """One line saying what an IP packet is; never raises, whatever the bytes."""
-    version = packet[0] >> 4 if packet else 0
+    version = packet[0] >> 4 if packet else 0  # the first 4 bits of any IP header
     if version == 4:
-        header_length = (packet[0] & 0x0F) * 4  # IHL: the header's length in 4-byte words
+        # IPv4: byte 0 low half = header length in 4-byte words; bytes 6-7 = flags and fragment
+        # offset; byte 9 = protocol; bytes 12-15 and 16-19 = source and destination.
+        header_length = (packet[0] & 0x0F) * 4
         if len(packet) < 20 or header_length < 20 or len(packet) < header_length:
             return "truncated IPv4 header"
         addresses = f"IPv4 {socket.inet_ntop(socket.AF_INET, packet[12:16])} -> " \
                     f"{socket.inet_ntop(socket.AF_INET, packet[16:20])}"
-        if struct.unpack("!H", packet[6:8])[0] & 0x1FFF:  # a non-zero fragment offset: no transport header
+        if struct.unpack("!H", packet[6:8])[0] & 0x1FFF:  # a later fragment: no transport header
             return f"{addresses}  fragment"
         return f"{addresses}  {describe_transport(packet[9], packet[header_length:])}"
     if version == 6:
+        # IPv6: a fixed 40-byte header; byte 6 = next header (the protocol); bytes 8-23 and
+        # 24-39 = source and destination.
         if len(packet) < 40:
             return "truncated IPv6 header"
         addresses = f"IPv6 {socket.inet_ntop(socket.AF_INET6, packet[8:24])} -> " \
@@ -244,61 +478,29 @@ def describe_packet(packet: bytes) -> str:
 
 
 def describe_transport(protocol: int, segment: bytes) -> str:
-    """The transport header: ICMP type with echo id and sequence, TCP ports and flags, UDP ports."""
+    """The transport header: ICMP type (id and sequence of echoes), TCP or UDP ports."""
     name = PROTOCOLS.get(protocol, f"protocol {protocol}")
-    if protocol in (1, 58) and len(segment) >= 8:
-        kind = (ICMP_TYPES if protocol == 1 else ICMPV6_TYPES).get(segment[0], f"type {segment[0]}")
+    if protocol in (ICMP, ICMPV6) and len(segment) >= 8:
+        # ICMP: byte 0 = type; in echoes, bytes 4-5 = identifier, 6-7 = sequence number.
+        types = ICMP_TYPES if protocol == ICMP else ICMPV6_TYPES
+        kind = types.get(segment[0], f"type {segment[0]}")
         if kind.startswith("echo"):
             identifier, sequence = struct.unpack("!HH", segment[4:8])
             return f"{name} {kind} id={identifier} seq={sequence}"
         return f"{name} {kind}"
-    if protocol == 6 and len(segment) >= 14:
+    if protocol == TCP and len(segment) >= 14:  # TCP: bytes 0-3 = ports, byte 13 = flags
         source_port, destination_port = struct.unpack("!HH", segment[:4])
         flags = ",".join(label for bit, label in TCP_FLAGS if segment[13] & bit)
         return f"TCP {source_port} -> {destination_port} [{flags}]"
-    if protocol == 17 and len(segment) >= 8:
+    if protocol == UDP and len(segment) >= 8:  # UDP: bytes 0-3 = ports
         source_port, destination_port = struct.unpack("!HH", segment[:4])
         return f"UDP {source_port} -> {destination_port}"
-    if protocol in (1, 6, 17, 58):
+    if protocol in (ICMP, TCP, UDP, ICMPV6):
         return f"{name}, truncated header"
     return name
 
 
-def format_address(address: Address) -> str:
-    """'192.0.2.1:5000' or '[2001:db8::1]:5000', showing an IPv4 sender on the IPv6 socket as IPv4."""
-    host = address[0].removeprefix("::ffff:")
-    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-
-
-def log_packet(counts: collections.Counter[str], direction: str, packet: memoryview,
-               origin: Optional[Address] = None, error: Optional[OSError] = None) -> None:
-    """For -d: count the packet for the exit summary, and print its line: direction, length,
-    contents (TUN only), sender (if received), and why it was dropped (if it was)."""
-    sent = direction.endswith("->net")  # otherwise it came from the network
-    if error is not None:
-        counts[f"{'send' if sent else 'write'} {errno.errorcode.get(error.errno or 0, '?')}"] += 1
-    else:  # counting costs ~0.5 us a packet (two Counter updates), which is why only -d does it
-        counts["packets out" if sent else "packets in"] += 1
-        counts["bytes out" if sent else "bytes in"] += len(packet)
-    line = f"{direction}  {len(packet):5} B"
-    if "tun" in direction:  # stdin data is not IP: only TUN packets are decoded
-        line += "  " + describe_packet(bytes(packet))
-    if origin is not None:
-        line += f"   (from {format_address(origin)})"
-    if error is not None:
-        line += f"   DROPPED: {error.strerror}"
-    print(line, file=sys.stderr, flush=True)
-
-
-def summary(counts: collections.Counter[str]) -> str:
-    """Packets and bytes each way, and the errors by kind."""
-    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if kind.startswith(("send ", "write ")))
-    return (f"tinyvpn: sent {counts['packets out']} packets ({counts['bytes out']} B), "
-            f"received {counts['packets in']} packets ({counts['bytes in']} B), "
-            f"errors: {errors or 'none'}")
-
-
-# --- The command line --------------------------------------------------------
+# --- The command line ----------------------------------------------------------------------
 
 
 def interface_name(text: str) -> str:
@@ -306,7 +508,8 @@ def interface_name(text: str) -> str:
     if not 0 < len(text.encode()) < IFNAMSIZ:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 to {IFNAMSIZ - 1} bytes long")
     if text in (".", "..") or any(c in "/:" or c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(f"{text!r} may not be '.' or '..', or contain '/', ':' or spaces")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} may not be '.' or '..', or contain '/', ':' or spaces")
     return text
 
 
@@ -318,10 +521,11 @@ def port_number(text: str) -> int:
 
 
 def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
-    """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; exits with status 2 on a mistake."""
+    """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; a mistake exits with 2."""
     parser = argparse.ArgumentParser(
         prog="tinyvpn",
-        description="A tiny point-to-point VPN: IP packets from a TUN interface, one per UDP datagram.",
+        description="A tiny point-to-point VPN: IP packets from a TUN interface, one per UDP "
+                    "datagram.",
         epilog="example, on two hosts (as root):\n"
                "  host A:  tinyvpn -d testvpn hostB 5000\n"
                "  host B:  tinyvpn -d testvpn hostA 5000\n"
@@ -330,37 +534,16 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
                "read the traffic and inject packets. For learning only; use WireGuard for real.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-d", action="store_true", help="print every packet sent and received, on stderr")
+    parser.add_argument("-d", action="store_true",
+                        help="print every packet sent and received, on stderr")
     parser.add_argument("--version", action="version", version=f"tinyvpn {__version__}")
     parser.add_argument("interface", metavar="INTERFACE", type=interface_name,
-                        help="name of the TUN interface to create, or 'stdio' to relay stdin/stdout (no root)")
+                        help="name of the TUN interface to create, or 'stdio' to relay "
+                             "stdin/stdout (no root)")
     parser.add_argument("peer", metavar="PEER", help="host name, IPv4 or IPv6 address to send to")
     parser.add_argument("port", metavar="PORT", type=port_number,
                         help="UDP port, bound here and sent to there (the same on both sides)")
     return parser.parse_args(argv)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Set up the TUN (or stdio) and the socket, then relay until Ctrl-C or SIGTERM; exit status 0."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C: cleanly
-    args = parse_arguments(argv)
-    counts: collections.Counter[str] = collections.Counter()
-    try:
-        tun = None if args.interface == "stdio" else open_tun(args.interface)
-        sock = open_udp_socket(args.port)
-        peer = resolve_peer(args.peer, args.port, sock.family)
-        if tun is None:
-            relay(sys.stdin.fileno(), sys.stdout.fileno(), sock, peer, counts, args.d, is_tun=False)
-        else:
-            relay(tun, tun, sock, peer, counts, args.d, is_tun=True)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except OSError as error:  # what is left: stdout closed, stdin not readable, ...
-        fail(error.strerror or str(error))
-    if args.d:
-        print(summary(counts), file=sys.stderr, flush=True)
-    return 0
 
 
 if __name__ == "__main__":
