@@ -3,19 +3,23 @@
 
 As root, from the repository:
 
-    python3 tests/benchmark.py                          # 3 rounds, every tunnel
+    python3 tests/benchmark.py                          # 3 rounds, every tunnel, MTU 1400 and 1500
     python3 tests/benchmark.py --rounds 5 --seconds 10  # longer, steadier
     python3 tests/benchmark.py --only tinyvpn socat     # some tunnels only
-    python3 tests/benchmark.py --baseline HEAD~3        # also an older tinyvpn.py (a git revision or a file)
-    python3 tests/benchmark.py --mtu 1500 --only tinyvpn   # another TUN MTU (default 1400)
+    python3 tests/benchmark.py --baseline HEAD~3        # and an older tinyvpn.py (rev or file)
+    python3 tests/benchmark.py --mtu 9000               # other TUN MTUs
     python3 tests/benchmark.py --flood 30               # only tinyvpn's memory over a 30 s flood
 
 Each measurement builds two fresh network namespaces joined by veth (tests/netns.py), brings up
-one tunnel between them with TUN MTU 1400, and measures from a to b: iperf3 TCP throughput,
-iperf3 UDP with 64-byte payloads (packets per second received, and loss), ping RTT, the CPU
-seconds the tunnel processes used during the TCP run, and (for tinyvpn) peak RSS. The tunnels
-take turns, in a rotated order each round, and the table gives medians: the machine is shared
-and noisy, so only ratios measured side by side in one run mean anything.
+one tunnel between them, and measures from a to b: iperf3 TCP throughput, iperf3 UDP with
+64-byte payloads (packets per second received, and loss), ping RTT, the CPU seconds the tunnel
+processes used during the TCP run, and (for tinyvpn) peak RSS. The tunnels take turns, in a
+rotated order each round, and each TUN MTU gets a table of medians: the machine is shared and
+noisy, so only ratios measured side by side in one run mean anything.
+
+At TUN MTU 1400 a packet and its 28 bytes of outer headers fit the 1500-byte link; at 1500
+they do not, every full-size datagram is sent as two IPv4 fragments, and the kernel refuses
+tinyvpn's batches of them.
 """
 
 import argparse
@@ -36,25 +40,15 @@ TOOLS = {"tinyvpn": [], "socat": ["socat"], "openvpn": ["openvpn"], "bare": []}
 
 
 def start_tinyvpn(hosts: Hosts, program: Path, mtu: int = TUNNEL_MTU) -> list:
-    processes = [netns.start_tinyvpn(hosts, side, program=(sys.executable, str(program))) for side in "ab"]
+    processes = [netns.start_tinyvpn(hosts, side, program=(sys.executable, str(program)))
+                 for side in "ab"]
     netns.bring_up_tunnel(hosts, mtu)
     return processes
 
 
 def start_socat(hosts: Hosts, mtu: int) -> list:
-    # socat's UDP: address is a connected socket. A new TUN sends IPv6 housekeeping packets at
-    # once; sent before the peer is bound, the ICMP "port unreachable" answer makes socat exit.
-    # So its TUN is created down, and brought up only once both sides are bound.
-    processes = []
-    for side in "ab":
-        me, peer = UNDERLAY[side][0], UNDERLAY[OTHER[side]][0]
-        processes.append(netns.start(hosts, side, "socat", f"UDP:{peer}:{PORT},bind={me}:{PORT}",
-                                     f"TUN:{TUNNEL[side][0]}/30,tun-name={hosts.tun},tun-type=tun,iff-no-pi",
-                                     name=f"socat-{side}"))
-    for side in "ab":
-        netns.wait_for(lambda side=side: netns.port_is_bound(hosts, side), f"socat in {side}")
-    for side in "ab":
-        netns.run(hosts, side, "ip", "link", "set", hosts.tun, "mtu", str(mtu), "up")
+    processes = [netns.start_socat(hosts, side) for side in "ab"]
+    netns.bring_up_tunnel(hosts, mtu)
     return processes
 
 
@@ -66,12 +60,14 @@ def start_openvpn(hosts: Hosts, mtu: int) -> list:
         processes.append(netns.start(
             hosts, side, "openvpn", "--dev", hosts.tun, "--dev-type", "tun", "--proto", "udp",
             "--tun-mtu", str(mtu), "--cipher", "none", "--data-ciphers", "none", "--auth", "none",
-            "--disable-dco", "--local", me, "--lport", str(PORT), "--remote", peer, "--rport", str(PORT),
+            "--disable-dco", "--local", me, "--lport", str(PORT), "--remote", peer,
+            "--rport", str(PORT),
             "--ifconfig", TUNNEL[side][0], TUNNEL[OTHER[side]][0], name=f"openvpn-{side}"))
     for side in "ab":
         log = f"openvpn-{side}"
-        netns.wait_for(lambda log=log: "Initialization Sequence Completed" in netns.output(hosts, log, "out"),
-                       f"openvpn in {side}", timeout=30)
+        netns.wait_for(
+            lambda log=log: "Initialization Sequence Completed" in netns.output(hosts, log, "out"),
+            f"openvpn in {side}", timeout=30)
     return processes
 
 
@@ -104,12 +100,14 @@ def iperf3(hosts: Hosts, target: str, seconds: float, *options: str) -> dict:
 def measure(tunnel: str, seconds: float, program: Path, mtu: int) -> dict:
     """Bring up one tunnel between fresh namespaces and measure it."""
     with netns.two_hosts() as hosts:
-        starts = {"tinyvpn": lambda: start_tinyvpn(hosts, program, mtu), "socat": lambda: start_socat(hosts, mtu),
+        starts = {"tinyvpn": lambda: start_tinyvpn(hosts, program, mtu),
+                  "socat": lambda: start_socat(hosts, mtu),
                   "openvpn": lambda: start_openvpn(hosts, mtu), "bare": lambda: []}
         processes = starts[tunnel]()
         target = UNDERLAY["b"][0] if tunnel == "bare" else TUNNEL["b"][0]
         ping = netns.run(hosts, "a", "ping", "-c", "40", "-i", "0.01", "-q", target)
-        rtt_ms = float(ping.stdout.rsplit("=", 1)[1].split("/")[1])  # rtt min/avg/max/mdev = a/b/c/d ms
+        # The last line: rtt min/avg/max/mdev = a/b/c/d ms
+        rtt_ms = float(ping.stdout.rsplit("=", 1)[1].split("/")[1])
         idle = cpu_seconds(processes)
         time.sleep(1)
         idle = cpu_seconds(processes) - idle
@@ -152,16 +150,18 @@ def table(results: dict) -> str:
     med = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
            for name, runs in results.items()}
     socat, bare = med.get("socat", {}), med.get("bare", {})
-    lines = ["| tunnel | TCP Mbit/s | vs socat | vs bare | 64 B kpps | vs socat | vs bare | UDP loss "
-             "| RTT ms | vs socat | CPU s (TCP run) | peak RSS |",
+    lines = ["| tunnel | TCP Mbit/s | vs socat | vs bare | 64 B kpps | vs socat | vs bare "
+             "| UDP loss | RTT ms | vs socat | CPU s (TCP run) | peak RSS |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in med.items():
-        rss = f"{m['rss_peak_kib'] / 1024:.1f} MiB" if name.startswith(("tinyvpn", "baseline")) else "-"
+        tinyvpn = name.startswith(("tinyvpn", "baseline"))
+        rss = f"{m['rss_peak_kib'] / 1024:.1f} MiB" if tinyvpn else "-"
         lines.append(
             f"| {name} | {m['tcp_mbps']:.0f} | {ratio(m['tcp_mbps'], socat.get('tcp_mbps', 0))} "
             f"| {ratio(m['tcp_mbps'], bare.get('tcp_mbps', 0))} | {m['kpps']:.1f} "
-            f"| {ratio(m['kpps'], socat.get('kpps', 0))} | {ratio(m['kpps'], bare.get('kpps', 0))} "
-            f"| {m['loss']:.0f}% | {m['rtt_ms']:.3f} | {ratio(m['rtt_ms'], socat.get('rtt_ms', 0))} "
+            f"| {ratio(m['kpps'], socat.get('kpps', 0))} "
+            f"| {ratio(m['kpps'], bare.get('kpps', 0))} | {m['loss']:.0f}% | {m['rtt_ms']:.3f} "
+            f"| {ratio(m['rtt_ms'], socat.get('rtt_ms', 0))} "
             f"| {m['cpu_s']:.2f} | {rss} |")
     return "\n".join(lines)
 
@@ -180,17 +180,24 @@ def baseline_program(spec: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every tunnel (default 3)")
-    parser.add_argument("--seconds", type=float, default=5, help="length of each iperf3 test (default 5)")
-    parser.add_argument("--only", nargs="+", choices=TUNNELS, default=TUNNELS, help="tunnels to measure")
-    parser.add_argument("--baseline", metavar="REV_OR_FILE", help="also measure this tinyvpn.py, as 'baseline'")
-    parser.add_argument("--mtu", type=int, default=TUNNEL_MTU, help=f"TUN MTU (default {TUNNEL_MTU})")
-    parser.add_argument("--flood", type=float, metavar="SECONDS", help="only: tinyvpn's RSS over a UDP flood")
+    parser.add_argument("--seconds", type=float, default=5,
+                        help="length of each iperf3 test (default 5)")
+    parser.add_argument("--only", nargs="+", choices=TUNNELS, default=TUNNELS,
+                        help="tunnels to measure")
+    parser.add_argument("--baseline", metavar="REV_OR_FILE",
+                        help="also measure this tinyvpn.py, as 'baseline'")
+    parser.add_argument("--mtu", type=int, nargs="+", default=[TUNNEL_MTU, 1500],
+                        help=f"TUN MTUs, a table each (default {TUNNEL_MTU} 1500)")
+    parser.add_argument("--flood", type=float, metavar="SECONDS",
+                        help="only: tinyvpn's RSS over a UDP flood")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmark: run as root: it creates network namespaces and TUN interfaces")
-    missing = netns.missing_tools("ip", "ping", "iperf3", *(tool for t in args.only for tool in TOOLS[t]))
+    needed = ["ip", "ping", "iperf3", *(tool for name in args.only for tool in TOOLS[name])]
+    missing = netns.missing_tools(*needed)
     if missing:
-        sys.exit(f"benchmark: missing {', '.join(missing)}: apt-get install iproute2 iputils-ping iperf3 socat openvpn")
+        sys.exit(f"benchmark: missing {', '.join(missing)}: "
+                 "apt-get install iproute2 iputils-ping iperf3 socat openvpn")
     if args.flood:
         flood(args.flood, TINYVPN)
         return
@@ -198,23 +205,25 @@ def main() -> None:
     tunnels = {name: TINYVPN for name in args.only}
     if args.baseline:
         tunnels["baseline"] = baseline_program(args.baseline)
-    names = list(tunnels)
-    results: dict = {name: [] for name in names}
+    runs = [(name, mtu) for mtu in args.mtu for name in tunnels]
+    results: dict = {run: [] for run in runs}
     for round_number in range(args.rounds):
-        order = names[round_number % len(names):] + names[:round_number % len(names)]
-        for name in order:
+        turn = round_number % len(runs)
+        for name, mtu in runs[turn:] + runs[:turn]:
             kind = "tinyvpn" if name == "baseline" else name
-            results[name].append(measure(kind, args.seconds, tunnels[name], args.mtu))
-            r = results[name][-1]
-            print(f"round {round_number + 1} {name:9} TCP {r['tcp_mbps']:7.0f} Mbit/s  "
-                  f"64 B {r['kpps']:6.1f} kpps ({r['loss']:.0f}% lost)  RTT {r['rtt_ms']:.3f} ms  "
-                  f"CPU {r['cpu_s']:.2f} s  idle CPU {r['idle_cpu_s']:.2f} s", flush=True)
+            results[name, mtu].append(measure(kind, args.seconds, tunnels[name], mtu))
+            r = results[name, mtu][-1]
+            print(f"round {round_number + 1} {name:9} MTU {mtu:5} TCP {r['tcp_mbps']:7.0f} Mbit/s"
+                  f"  64 B {r['kpps']:6.1f} kpps ({r['loss']:.0f}% lost)"
+                  f"  RTT {r['rtt_ms']:.3f} ms  CPU {r['cpu_s']:.2f} s"
+                  f"  idle CPU {r['idle_cpu_s']:.2f} s", flush=True)
 
     uname = os.uname()
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Linux {uname.release}, "
-          f"Python {sys.version.split()[0]}, TUN MTU {args.mtu}, "
-          f"{args.rounds} rounds of {args.seconds:g} s, medians\n")
-    print(table(results))
+          f"Python {sys.version.split()[0]}, {args.rounds} rounds of {args.seconds:g} s, medians")
+    for mtu in args.mtu:
+        print(f"\nTUN MTU {mtu}\n")
+        print(table({name: results[name, mtu] for name in tunnels}))
 
 
 if __name__ == "__main__":

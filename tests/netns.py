@@ -1,4 +1,4 @@
-"""Two test hosts on one machine: network namespaces "a" and "b" joined by a veth cable.
+"""Test hosts on one machine: network namespaces "a" and "b" joined by a veth cable.
 
 Used by the tests, the demo and the benchmark. Everything it makes carries a prefix unique to
 this run, uses only documentation addresses (RFC 5737, RFC 3849), and is removed on exit, also
@@ -12,6 +12,7 @@ when the code inside the `with` fails:
 
     underlay (veth):  a 192.0.2.1     2001:db8:1::1  <---->  b 192.0.2.2     2001:db8:1::2
     tunnel (TUN):     a 198.51.100.1  2001:db8:2::1  <---->  b 198.51.100.2  2001:db8:2::2
+    the demo's third host, add_mallory():             m 192.0.2.3 ----> b
 """
 
 import contextlib
@@ -25,14 +26,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 TINYVPN = Path(__file__).resolve().parent.parent / "tinyvpn.py"
 UNDERLAY = {"a": ("192.0.2.1", "2001:db8:1::1"), "b": ("192.0.2.2", "2001:db8:1::2")}
 TUNNEL = {"a": ("198.51.100.1", "2001:db8:2::1"), "b": ("198.51.100.2", "2001:db8:2::2")}
 OTHER = {"a": "b", "b": "a"}
+MALLORY = "192.0.2.3"  # the demo's third host, on b's side of the underlay: no tunnel end
 PORT = 5000
-TUNNEL_MTU = 1400  # leaves room for the 28 (IPv4) or 48 (IPv6) bytes of outer headers on a 1500-byte link
+# Leaves room for the 28 (IPv4) or 48 (IPv6) bytes of outer headers on a 1500-byte link.
+TUNNEL_MTU = 1400
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Hosts:
     prefix: str  # unique to this run, e.g. "tv3f9c2a"
     logs: Path  # a folder for the output of the processes started inside the namespaces
     processes: list = field(default_factory=list)
+    sides: list = field(default_factory=list)  # the namespaces made so far: "a", "b", maybe "m"
 
     def namespace(self, side: str) -> str:
         return f"{self.prefix}-{side}"
@@ -55,56 +59,109 @@ def missing_tools(*tools: str) -> list:
 
 
 def sh(*command: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run a command in the root namespace (only `ip` is run there), failing loudly."""
+    """Run a command and wait for it, failing loudly. In the root namespace only `ip` is run."""
     return subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
 
 
 def run(hosts: Hosts, side: str, *command: str, check: bool = True, timeout: float = 60,
         input: Optional[str] = None) -> subprocess.CompletedProcess:
     """Run a command inside namespace `side` and wait for it."""
-    return subprocess.run(["ip", "netns", "exec", hosts.namespace(side), *command], check=check,
+    return subprocess.run([*in_namespace(hosts, side), *command], check=check,
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def start(hosts: Hosts, side: str, *command: str, name: str, stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
-    """Start a command inside namespace `side`; its stdout and stderr go to files in hosts.logs.
+def in_namespace(hosts: Hosts, side: str) -> list:
+    """The prefix that runs a command inside namespace `side`."""
+    return ["ip", "netns", "exec", hosts.namespace(side)]
+
+
+def start(hosts: Hosts, side: str, *command: str, name: str,
+          stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a command inside namespace `side`; see start_command."""
+    return start_command(hosts, [*in_namespace(hosts, side), *command], name=name, stdin=stdin)
+
+
+def start_command(hosts: Hosts, command: Sequence[str], name: str,
+                  stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start `command`; its stdout and stderr go to files in hosts.logs, named after `name`.
 
     `ip netns exec` execs the command itself, so the process we get is the command: signals
     reach it directly. It is ended, by its PID, when the `with two_hosts()` block ends.
     """
-    with open(hosts.logs / f"{name}.out", "wb") as stdout, open(hosts.logs / f"{name}.err", "wb") as stderr:
-        process = subprocess.Popen(["ip", "netns", "exec", hosts.namespace(side), *command],
-                                   stdin=stdin, stdout=stdout, stderr=stderr)
+    with open(hosts.logs / f"{name}.out", "wb") as stdout, \
+            open(hosts.logs / f"{name}.err", "wb") as stderr:
+        process = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr)
     hosts.processes.append(process)
     return process
 
 
 def output(hosts: Hosts, name: str, stream: str = "err") -> str:
-    """What the process started as `name` has written so far to its stdout ("out") or stderr ("err")."""
+    """What the process started as `name` has written so far to stdout ("out") or stderr."""
     return (hosts.logs / f"{name}.{stream}").read_text(errors="replace")
 
 
-def start_tinyvpn(hosts: Hosts, side: str, *options: str, peer: Optional[str] = None,
-                  interface: Optional[str] = None, program: Sequence[str] = (sys.executable, str(TINYVPN)),
-                  stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
-    """Start tinyvpn in namespace `side` and wait until it is ready, which is when its port is bound.
+def tinyvpn_command(hosts: Hosts, side: str, *options: str, peer: Optional[str] = None,
+                    interface: Optional[str] = None,
+                    program: Sequence[str] = (sys.executable, str(TINYVPN))) -> list:
+    """The command line that runs tinyvpn in namespace `side`, exactly as start_tinyvpn runs it.
 
     By default PEER is the other side's IPv4 underlay address and INTERFACE is hosts.tun;
     `program` is the command that runs tinyvpn.py.
     """
     peer = peer or UNDERLAY[OTHER[side]][0]
-    process = start(hosts, side, *program, *options, interface or hosts.tun, peer, str(PORT),
-                    name=f"tinyvpn-{side}", stdin=stdin)
+    return [*in_namespace(hosts, side), *program, *options, interface or hosts.tun, peer,
+            str(PORT)]
+
+
+def start_tinyvpn(hosts: Hosts, side: str, *options: str, stdin: int = subprocess.DEVNULL,
+                  **where: Any) -> subprocess.Popen:
+    """Start tinyvpn_command(...) and wait until it is ready, which is when its port is bound."""
+    command = tinyvpn_command(hosts, side, *options, **where)
+    return start_bound(hosts, command, name=f"tinyvpn-{side}", stdin=stdin)
+
+
+def start_bound(hosts: Hosts, command: Sequence[str], name: str,
+                stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a command that binds UDP port PORT, and wait until it has (or has exited)."""
+    process = start_command(hosts, command, name=name, stdin=stdin)
     # Binding the port is tinyvpn's last step before its loop (after creating the TUN).
-    wait_for(lambda: process.poll() is not None or port_is_bound(hosts, side), f"tinyvpn in {side} to start")
+    wait_for(lambda: process.poll() is not None or udp_port_bound(process.pid, PORT),
+             f"{name} to bind UDP port {PORT}")
     if process.poll() is not None:
-        raise RuntimeError(f"tinyvpn in {side} exited: {output(hosts, f'tinyvpn-{side}')}")
+        raise RuntimeError(f"{name} exited: {output(hosts, name)}")
     return process
 
 
-def port_is_bound(hosts: Hosts, side: str, port: int = PORT) -> bool:
-    """Whether a UDP socket in namespace `side` is bound to `port` (connected or not)."""
-    return bool(run(hosts, side, "ss", "-Huan", f"sport = :{port}").stdout)
+def start_socat(hosts: Hosts, side: str) -> subprocess.Popen:
+    """socat's TUN-over-UDP in namespace `side`: a tunnel end nobody here wrote, on our wire.
+
+    Its UDP socket is connected to the peer: an ICMP "port unreachable" (a datagram sent before
+    the peer was bound) makes socat exit. Its TUN is created down and without addresses, so it
+    sends nothing until bring_up_tunnel(), after the other side is bound.
+    """
+    me, peer = UNDERLAY[side][0], UNDERLAY[OTHER[side]][0]
+    return start_bound(hosts, [*in_namespace(hosts, side), "socat",
+                               f"UDP:{peer}:{PORT},bind={me}:{PORT}",
+                               f"TUN,tun-name={hosts.tun},tun-type=tun,iff-no-pi"],
+                       name=f"socat-{side}")
+
+
+def udp_port_bound(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a UDP socket bound to `port`. Read from /proc, without
+    binding a probe socket (a probe could hold the port at the instant tinyvpn binds it)."""
+    try:
+        sockets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        # /proc/PID/net/ shows the network namespace the process is in.
+        tables = [Path(f"/proc/{pid}/net/{name}").read_text() for name in ("udp", "udp6")]
+    except (FileNotFoundError, ProcessLookupError):  # it has just exited
+        return False
+    for table in tables:
+        for line in table.splitlines()[1:]:  # "sl local_address:port rem_address ... inode"
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and \
+                    f"socket:[{fields[9]}]" in sockets:
+                return True
+    return False
 
 
 def is_listening(hosts: Hosts, side: str, port: int) -> bool:
@@ -113,22 +170,32 @@ def is_listening(hosts: Hosts, side: str, port: int) -> bool:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, from /proc/PID/stat (fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "(command name)"
+    """User + system CPU time a process has used so far: /proc/PID/stat fields 14 and 15."""
+    # The fields after "(command name)", which may itself hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def has_interface(hosts: Hosts, side: str, interface: str) -> bool:
-    return run(hosts, side, "ip", "link", "show", "dev", interface, check=False).returncode == 0
+    return run(hosts, side, "ip", "link", "show", "dev", interface,
+                check=False).returncode == 0
+
+
+def tunnel_commands(hosts: Hosts, side: str, mtu: int = TUNNEL_MTU) -> list:
+    """What the README tells users to do on each host: set the TUN up, give it addresses."""
+    ipv4, ipv6 = TUNNEL[side]
+    return [[*in_namespace(hosts, side), *command] for command in (
+        ["ip", "link", "set", "dev", hosts.tun, "mtu", str(mtu), "up"],
+        ["ip", "address", "add", f"{ipv4}/30", "dev", hosts.tun],
+        # nodad: use the address at once, without first checking that nobody else has it
+        ["ip", "address", "add", f"{ipv6}/64", "dev", hosts.tun, "nodad"])]
 
 
 def bring_up_tunnel(hosts: Hosts, mtu: int = TUNNEL_MTU) -> None:
-    """What the README tells users to do on each host: set the TUN up and give it addresses."""
+    """Run tunnel_commands() on both sides."""
     for side in "ab":
-        ipv4, ipv6 = TUNNEL[side]
-        run(hosts, side, "ip", "link", "set", "dev", hosts.tun, "mtu", str(mtu), "up")
-        run(hosts, side, "ip", "address", "add", f"{ipv4}/30", "dev", hosts.tun)
-        run(hosts, side, "ip", "address", "add", f"{ipv6}/64", "dev", hosts.tun, "nodad")
+        for command in tunnel_commands(hosts, side, mtu):
+            sh(*command)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
@@ -154,27 +221,57 @@ def stop(process: subprocess.Popen, timeout: float = 5) -> Optional[int]:
 
 @contextlib.contextmanager
 def two_hosts() -> Iterator[Hosts]:
-    """Namespaces <prefix>-a and <prefix>-b, joined by a veth pair, with underlay addresses; removed on exit."""
-    hosts = Hosts(prefix=f"tv{secrets.token_hex(3)}", logs=Path(tempfile.mkdtemp(prefix="tinyvpn-")))
+    """Namespaces <prefix>-a and <prefix>-b joined by a veth cable; all removed on exit."""
+    hosts = Hosts(prefix=f"tv{secrets.token_hex(3)}",
+                  logs=Path(tempfile.mkdtemp(prefix="tinyvpn-")))
     try:
+        add_host(hosts, "a")
+        add_host(hosts, "b")
+        cable(hosts, "a", "b", "v")
         for side in "ab":
-            sh("ip", "netns", "add", hosts.namespace(side))
-            run(hosts, side, "ip", "link", "set", "dev", "lo", "up")
-        # Both ends are created directly inside their namespaces: the root namespace never holds them.
-        sh("ip", "link", "add", f"{hosts.prefix}v", "netns", hosts.namespace("a"), "type", "veth",
-           "peer", "name", f"{hosts.prefix}v", "netns", hosts.namespace("b"))
-        for side in "ab":
-            ipv4, ipv6 = UNDERLAY[side]
-            run(hosts, side, "ip", "link", "set", "dev", f"{hosts.prefix}v", "up")
-            run(hosts, side, "ip", "address", "add", f"{ipv4}/24", "dev", f"{hosts.prefix}v")
-            run(hosts, side, "ip", "address", "add", f"{ipv6}/64", "dev", f"{hosts.prefix}v", "nodad")
+            add_address(hosts, side, f"{hosts.prefix}v", UNDERLAY[side])
         yield hosts
     finally:
         for process in hosts.processes:
             stop(process)
-        for side in "ab":
+        for side in hosts.sides:
             subprocess.run(["ip", "netns", "delete", hosts.namespace(side)], capture_output=True)
         shutil.rmtree(hosts.logs, ignore_errors=True)
+
+
+def add_mallory(hosts: Hosts) -> None:
+    """A third host, "m", at MALLORY: a second cable into b, as if on the same switch.
+
+    Mallory is no tunnel end; it knows b's underlay address and port, nothing more.
+    """
+    add_host(hosts, "m")
+    cable(hosts, "m", "b", "m")
+    add_address(hosts, "m", f"{hosts.prefix}m", (MALLORY,))
+    # b answers on that cable for its own address (Linux answers ARP on any interface).
+    sh(*in_namespace(hosts, "b"), "ip", "route", "add", f"{MALLORY}/32", "dev", f"{hosts.prefix}m")
+
+
+def add_host(hosts: Hosts, side: str) -> None:
+    sh("ip", "netns", "add", hosts.namespace(side))
+    hosts.sides.append(side)  # removed at the end of two_hosts(), whatever happens
+    sh(*in_namespace(hosts, side), "ip", "link", "set", "dev", "lo", "up")
+
+
+def cable(hosts: Hosts, one: str, other: str, suffix: str) -> None:
+    """A veth pair named <prefix><suffix> at both ends, each end created in its namespace
+    directly (the root namespace never holds them), and both up."""
+    name = f"{hosts.prefix}{suffix}"
+    sh("ip", "link", "add", name, "netns", hosts.namespace(one), "type", "veth",
+       "peer", "name", name, "netns", hosts.namespace(other))
+    for side in (one, other):
+        sh(*in_namespace(hosts, side), "ip", "link", "set", "dev", name, "up")
+
+
+def add_address(hosts: Hosts, side: str, interface: str, addresses: Sequence[str]) -> None:
+    for address in addresses:
+        length = "64" if ":" in address else "24"
+        sh(*in_namespace(hosts, side), "ip", "address", "add", f"{address}/{length}",
+           "dev", interface, *(["nodad"] if ":" in address else []))
 
 
 def is_root() -> bool:

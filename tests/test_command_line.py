@@ -17,8 +17,8 @@ import tinyvpn
 
 def tinyvpn_exits(*arguments: str) -> subprocess.CompletedProcess:
     """Run tinyvpn (it must stop by itself) and return what it did."""
-    return subprocess.run([sys.executable, str(TINYVPN), *arguments], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=10)
+    return subprocess.run([sys.executable, str(TINYVPN), *arguments], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=10)
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -75,12 +75,14 @@ def test_ifreq_is_name_then_flags_in_40_bytes() -> None:
     ifreq = tinyvpn.make_ifreq("tun0")
     assert len(ifreq) == 40
     assert ifreq[:16] == b"tun0" + bytes(12)  # the name, NUL-padded to IFNAMSIZ
-    assert ifreq[16:18] == (0x0001 | 0x1000).to_bytes(2, sys.byteorder)  # IFF_TUN | IFF_NO_PI, native order
+    # IFF_TUN | IFF_NO_PI, in the machine's own byte order
+    assert ifreq[16:18] == (0x0001 | 0x1000).to_bytes(2, sys.byteorder)
     assert ifreq[18:] == bytes(22)
 
 
 @pytest.mark.parametrize("peer, family, expected", [
-    ("192.0.2.7", socket.AF_INET6, ("::ffff:192.0.2.7", 5000, 0, 0)),  # IPv4 peer on the dual-stack socket
+    # An IPv4 peer on the dual-stack socket:
+    ("192.0.2.7", socket.AF_INET6, ("::ffff:192.0.2.7", 5000, 0, 0)),
     ("192.0.2.7", socket.AF_INET, ("192.0.2.7", 5000)),  # IPv4 peer on an IPv4-only host
     ("2001:db8::7", socket.AF_INET6, ("2001:db8::7", 5000, 0, 0)),
     ("localhost", socket.AF_INET, ("127.0.0.1", 5000)),  # a name (from /etc/hosts: no DNS query)
@@ -90,7 +92,8 @@ def test_peer_resolution(peer: str, family: int, expected: tuple) -> None:
 
 
 
-def test_without_ipv6_in_the_kernel_it_falls_back_to_an_ipv4_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ipv6_in_the_kernel_it_falls_back_to_an_ipv4_socket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     real_socket = socket.socket
 
     def no_ipv6(family: int = socket.AF_INET, *rest: object) -> socket.socket:

@@ -28,7 +28,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-STARTED: list = []  # every tinyvpn these tests start; the fixture below ends them, even after a failure
+STARTED: list = []  # every tinyvpn these tests start; the fixture below ends them, even on failure
 
 
 @pytest.fixture(autouse=True)
@@ -43,17 +43,9 @@ def start_looped(port: int, stdin: object, peer: str = "127.0.0.1") -> subproces
     process = subprocess.Popen([sys.executable, str(TINYVPN), "-d", "stdio", peer, str(port)],
                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     STARTED.append(process)
-    netns.wait_for(lambda: port_is_bound(port) or process.poll() is not None, "tinyvpn to bind its port")
+    netns.wait_for(lambda: netns.udp_port_bound(process.pid, port) or process.poll() is not None,
+                   "tinyvpn to bind its port")
     return process
-
-
-def port_is_bound(port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::", port))
-        return False
-    except OSError:
-        return True
 
 
 def read_exactly(stream: object, size: int, timeout: float = 5) -> bytes:
@@ -108,7 +100,8 @@ def test_a_60000_byte_chunk_is_one_datagram_and_stdout_holds_only_payload(tmp_pa
     status, rest, err = interrupt(process, err_so_far=stderr_until(process, "net->stdout"))
     assert received + rest == payload  # -d wrote nothing to stdout: only the payload is there
     assert status == 0
-    assert "stdin->net  60000 B" in err and "net->stdout  60000 B" in err  # one datagram each way, whole
+    # One datagram each way, whole:
+    assert "stdin->net  60000 B" in err and "net->stdout  60000 B" in err
     assert "sent 1 packets (60000 B), received 1 packets (60000 B), errors: none" in err
 
 
@@ -118,9 +111,11 @@ def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_a
     time.sleep(0.2)
     busy_before = netns.cpu_seconds(process.pid)
     time.sleep(1.0)
-    assert netns.cpu_seconds(process.pid) - busy_before < 0.05  # a busy loop would burn the whole second
+    # Idle, it should use nothing; a busy loop would burn the whole second. The margin allows
+    # for CPU time counted in 10 ms ticks on a machine busy with other things.
+    assert netns.cpu_seconds(process.pid) - busy_before < 0.2
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:  # any source, any source port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:  # any address, any port
         stranger.sendto(b"from a stranger", ("127.0.0.1", port))
         assert read_exactly(process.stdout, 15) == b"from a stranger"
         stranger_port = stranger.getsockname()[1]
@@ -149,10 +144,11 @@ def test_on_a_terminal_it_leaves_the_terminal_blocking() -> None:
                                stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
     STARTED.append(process)
     try:
-        netns.wait_for(lambda: port_is_bound(port), "tinyvpn to bind its port")
+        netns.wait_for(lambda: netns.udp_port_bound(process.pid, port), "tinyvpn to bind its port")
         os.write(controller, b"typed line\n")
         echoed = b""
-        while b"typed line\r\ntyped line\r\n" not in echoed:  # the tty's echo, then tinyvpn's output
+        # The terminal's echo of what was typed, then tinyvpn's output:
+        while b"typed line\r\ntyped line\r\n" not in echoed:
             assert select.select([controller], [], [], 5)[0], f"saw only {echoed!r}"
             echoed += os.read(controller, 100)
         process.send_signal(signal.SIGINT)
@@ -165,11 +161,15 @@ def test_on_a_terminal_it_leaves_the_terminal_blocking() -> None:
 
 @pytest.mark.parametrize("family", [0, 1], ids=["IPv4 underlay", "IPv6 underlay"])
 def test_two_instances_in_two_namespaces_talk_both_ways(hosts: netns.Hosts, family: int) -> None:
-    a = netns.start_tinyvpn(hosts, "a", interface="stdio", peer=UNDERLAY["b"][family], stdin=subprocess.PIPE)
-    b = netns.start_tinyvpn(hosts, "b", interface="stdio", peer=UNDERLAY["a"][family], stdin=subprocess.PIPE)
+    a = netns.start_tinyvpn(hosts, "a", interface="stdio", peer=UNDERLAY["b"][family],
+                            stdin=subprocess.PIPE)
+    b = netns.start_tinyvpn(hosts, "b", interface="stdio", peer=UNDERLAY["a"][family],
+                            stdin=subprocess.PIPE)
     a.stdin.write(b"hello from a\n")
     a.stdin.flush()
     b.stdin.write(b"hello from b\n")
     b.stdin.flush()
-    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-b", "out") == "hello from a\n", "a's line at b")
-    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-a", "out") == "hello from b\n", "b's line at a")
+    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-b", "out") == "hello from a\n",
+                   "a's line at b")
+    netns.wait_for(lambda: netns.output(hosts, "tinyvpn-a", "out") == "hello from b\n",
+                   "b's line at a")

@@ -6,7 +6,6 @@ without it (see conftest.py).
     ping 198.51.100.2 -> TUN -> tinyvpn -> veth -> tinyvpn -> TUN -> kernel answers
 """
 
-import json
 import os
 import shutil
 import signal
@@ -25,27 +24,20 @@ from netns import (
     Hosts,
     bring_up_tunnel,
     has_interface,
-    is_listening,
     output,
-    port_is_bound,
     run,
     start,
     start_tinyvpn,
     stop,
     wait_for,
 )
+from traffic import ping, tcp_transfer, udp_burst
 
 B_IPV4, B_IPV6 = TUNNEL["b"]
 
 
-def ping(hosts: Hosts, address: str, count: int = 3) -> subprocess.CompletedProcess:
-    """Ping from a to `address` through the tunnel; fails the test if any echo is lost."""
-    result = run(hosts, "a", "ping", "-c", str(count), "-i", "0.2", "-W", "2", address, check=False)
-    assert f"{count} packets transmitted, {count} received" in result.stdout, result.stdout + result.stderr
-    return result
-
-
-def start_tunnel(hosts: Hosts, peer_of_a: str = UNDERLAY["b"][0], peer_of_b: str = UNDERLAY["a"][0]) -> None:
+def start_tunnel(hosts: Hosts, peer_of_a: str = UNDERLAY["b"][0],
+                 peer_of_b: str = UNDERLAY["a"][0]) -> None:
     start_tinyvpn(hosts, "a", "-d", peer=peer_of_a)
     start_tinyvpn(hosts, "b", "-d", peer=peer_of_b)
     bring_up_tunnel(hosts)
@@ -55,7 +47,8 @@ def test_ping_crosses_and_each_side_shows_it_decoded(hosts: Hosts) -> None:
     start_tunnel(hosts)
     ping(hosts, B_IPV4)
     a, b = output(hosts, "tinyvpn-a"), output(hosts, "tinyvpn-b")
-    # A's kernel sends the request into A's TUN; B's tinyvpn writes it into B's TUN; the reply comes back.
+    # A's kernel sends the request into A's TUN; B's tinyvpn writes it into B's TUN; the reply
+    # comes back the same way.
     assert "tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request" in a
     assert "net->tun     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request" in b
     assert "seq=3   (from 192.0.2.1:5000)" in b
@@ -82,67 +75,12 @@ def test_ipv4_one_way_and_ipv6_the_other(hosts: Hosts) -> None:
     assert "(from [2001:db8:1::2]:5000)" in output(hosts, "tinyvpn-a")  # b answered over IPv6
 
 
-TCP_SINK = """
-import hashlib, socket, sys
-with socket.create_server((sys.argv[1], 7000)) as server:
-    connection, _ = server.accept()
-    digest, size = hashlib.sha256(), 0
-    chunk = connection.recv(65536)
-    while chunk:
-        digest.update(chunk)
-        size += len(chunk)
-        chunk = connection.recv(65536)
-    print(size, digest.hexdigest())
-"""
-
-TCP_SOURCE = """
-import hashlib, os, socket, sys, time
-data = os.urandom(int(sys.argv[2]))
-started = time.monotonic()
-with socket.create_connection((sys.argv[1], 7000), timeout=30) as connection:
-    connection.sendall(data)
-    connection.shutdown(socket.SHUT_WR)
-    connection.recv(1)  # returns when the sink has read everything and closed
-print(len(data), hashlib.sha256(data).hexdigest(), time.monotonic() - started)
-"""
-
-
 def test_a_tcp_transfer_arrives_intact(hosts: Hosts) -> None:
     start_tinyvpn(hosts, "a")  # without -d: as fast as it goes
     start_tinyvpn(hosts, "b")
     bring_up_tunnel(hosts)
-    sink = start(hosts, "b", sys.executable, "-c", TCP_SINK, B_IPV4, name="sink")
-    wait_for(lambda: is_listening(hosts, "b", 7000), "the TCP sink to listen")
-    size = 8 * 1024 * 1024
-    sent = run(hosts, "a", sys.executable, "-c", TCP_SOURCE, B_IPV4, str(size)).stdout.split()
-    assert sink.wait(30) == 0
-    received = output(hosts, "sink", "out").split()
-    assert received == sent[:2]  # same size, same SHA-256
-    print(f"{size} bytes through the tunnel in {float(sent[2]):.2f} s: "
-          f"{size * 8 / float(sent[2]) / 1e6:.0f} Mbit/s")
-
-
-UDP_BURST_RECEIVER = """
-import json, socket, sys
-with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-    receiver.bind((sys.argv[1], 7001))
-    receiver.settimeout(3)
-    got = []
-    try:
-        while len(got) < int(sys.argv[2]):
-            data = receiver.recv(65535)
-            got.append([len(data), data[0], data == bytes([data[0]]) * len(data)])
-    except socket.timeout:
-        pass
-    print(json.dumps(got))
-"""
-
-UDP_BURST_SENDER = """
-import socket, sys
-with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-    for i in range(int(sys.argv[2])):
-        sender.sendto(bytes([i]) * (100 + 31 * i), (sys.argv[1], 7001))
-"""
+    sent, received, _ = tcp_transfer(hosts, 8 * 1024 * 1024)
+    assert received == sent  # same size, same SHA-256
 
 
 def test_a_burst_of_datagrams_arrives_as_separate_packets(hosts: Hosts) -> None:
@@ -151,20 +89,16 @@ def test_a_burst_of_datagrams_arrives_as_separate_packets(hosts: Hosts) -> None:
     start_tinyvpn(hosts, "a")
     start_tinyvpn(hosts, "b")
     bring_up_tunnel(hosts)
-    count = 40
-    receiver = start(hosts, "b", sys.executable, "-c", UDP_BURST_RECEIVER, B_IPV4, str(count), name="receiver")
-    wait_for(lambda: port_is_bound(hosts, "b", 7001), "the UDP receiver to bind")
-    run(hosts, "a", sys.executable, "-c", UDP_BURST_SENDER, B_IPV4, str(count))
-    assert receiver.wait(10) == 0
-    got = json.loads(output(hosts, "receiver", "out"))
-    assert sorted(got) == [[100 + 31 * i, i, True] for i in range(count)]
+    sizes = [100 + 31 * i for i in range(40)]
+    got = udp_burst(hosts, sizes)
+    assert sorted(got) == [[size, i, True] for i, size in enumerate(sizes)]
 
 
 def test_a_datagram_that_is_not_ip_is_dropped_and_the_tunnel_goes_on(hosts: Hosts) -> None:
     start_tunnel(hosts)
     # The kernel judges a TUN write by its first 4 bits, the IP version: 'T' is 0x54, version 5.
-    junk = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'This is not IP!!', " \
-           "('192.0.2.2', 5000))"
+    junk = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)" \
+           ".sendto(b'This is not IP!!', ('192.0.2.2', 5000))"
     run(hosts, "a", sys.executable, "-c", junk)
     ping(hosts, B_IPV4)  # still works
     assert stop(hosts.processes[1]) == 0  # b: SIGTERM, then its summary
@@ -179,8 +113,9 @@ def test_a_signal_under_load_exits_0_and_removes_the_interface(hosts: Hosts, how
     a = start_tinyvpn(hosts, "a", "-d")
     start_tinyvpn(hosts, "b")
     bring_up_tunnel(hosts)
-    flood = start(hosts, "a", "ping", "-f", "-w", "5", B_IPV4, name="flood")  # as many echoes as it can
-    wait_for(lambda: output(hosts, "tinyvpn-a").count("echo-reply") > 100, "the flood to be under way")
+    flood = start(hosts, "a", "ping", "-f", "-w", "5", B_IPV4, name="flood")  # echoes, flat out
+    wait_for(lambda: output(hosts, "tinyvpn-a").count("echo-reply") > 100,
+             "the flood to be under way")
     a.send_signal(how)
     assert a.wait(5) == 0
     assert "Traceback" not in output(hosts, "tinyvpn-a")
@@ -191,14 +126,28 @@ def test_a_signal_under_load_exits_0_and_removes_the_interface(hosts: Hosts, how
 
 def test_a_second_instance_on_the_same_interface_is_told_it_is_busy(hosts: Hosts) -> None:
     start_tinyvpn(hosts, "a")
-    second = run(hosts, "a", sys.executable, str(TINYVPN), hosts.tun, "192.0.2.2", "5001", check=False)
+    second = run(hosts, "a", sys.executable, str(TINYVPN), hosts.tun, "192.0.2.2", "5001",
+                 check=False)
     assert second.returncode == 1
     assert second.stderr.startswith(f"tinyvpn: interface {hosts.tun} is busy: ")
 
 
+def test_deleting_the_interface_under_it_ends_it_with_a_message(hosts: Hosts) -> None:
+    a = start_tinyvpn(hosts, "a", "-d")
+    start_tinyvpn(hosts, "b")
+    bring_up_tunnel(hosts)
+    ping(hosts, B_IPV4, count=1)
+    run(hosts, "a", "ip", "link", "delete", hosts.tun)
+    assert a.wait(5) == 1
+    assert output(hosts, "tinyvpn-a").splitlines()[-1] == (
+        f"tinyvpn: interface {hosts.tun} was deleted (ip link delete?), so the tunnel ends")
+    assert "Traceback" not in output(hosts, "tinyvpn-a")
+
+
 def test_an_unresolvable_peer_is_reported(hosts: Hosts) -> None:
-    # Inside the namespace, the DNS query has no route: it fails at once and never leaves the machine.
-    result = run(hosts, "a", sys.executable, str(TINYVPN), "stdio", "no-such-host.invalid", "5000", check=False)
+    # Inside the namespace the DNS query has no route: it fails at once, never leaving the machine.
+    result = run(hosts, "a", sys.executable, str(TINYVPN), "stdio", "no-such-host.invalid", "5000",
+                 check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("tinyvpn: cannot resolve peer 'no-such-host.invalid': ")
     assert "Traceback" not in result.stderr
@@ -210,10 +159,11 @@ def test_a_missing_dev_net_tun_is_explained(hosts: Hosts) -> None:
     result = run(hosts, "a", "unshare", "--mount", "sh", "-c", hide, "sh",
                  sys.executable, str(TINYVPN), hosts.tun, "192.0.2.2", "5000", check=False)
     assert result.returncode == 1
-    assert result.stderr.startswith("tinyvpn: /dev/net/tun is missing: run 'modprobe tun'; in a container")
+    assert result.stderr.startswith(
+        "tinyvpn: /dev/net/tun is missing: run 'modprobe tun'; in a container")
 
 
-# --- Running without root ----------------------------------------------------
+# --- Running without root ------------------------------------------------------------------
 
 NOBODY = "65534"
 
@@ -225,9 +175,10 @@ def unprivileged(tmp_path: Path) -> list:
     The usual /dev/net/tun is mode 0666; on hosts where it is 0600, a private mount namespace
     gives this one command its own 0666 node, so the host's own device is never changed.
     """
-    python = next((p for p in (sys.executable, "/usr/bin/python3")
-                   if subprocess.run(["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups",
-                                      p, "-c", ""], capture_output=True).returncode == 0), None)
+    as_nobody = ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]
+    runs = [p for p in (sys.executable, "/usr/bin/python3")
+            if subprocess.run([*as_nobody, p, "-c", ""], capture_output=True).returncode == 0]
+    python = runs[0] if runs else None
     if python is None:
         skip_or_fail("no Python that user nobody may run (install python3 outside /root)")
     folder = Path(tempfile.mkdtemp())
@@ -235,19 +186,22 @@ def unprivileged(tmp_path: Path) -> list:
     shutil.copy(TINYVPN, folder / "tinyvpn.py")  # nobody may not be able to read the checkout
     device = "mount -t tmpfs tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$@\""
     yield ["unshare", "--mount", "sh", "-c", device, "sh",
-           "setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", python, str(folder / "tinyvpn.py")]
+           *as_nobody, python, str(folder / "tinyvpn.py")]
     shutil.rmtree(folder)
 
 
-def test_without_root_creating_a_tun_is_refused_with_advice(hosts: Hosts, unprivileged: list) -> None:
+def test_without_root_creating_a_tun_is_refused_with_advice(hosts: Hosts,
+                                                            unprivileged: list) -> None:
     result = run(hosts, "a", *unprivileged, hosts.tun, "192.0.2.2", "5000", check=False)
     assert result.returncode == 1
     assert result.stderr == (
-        "tinyvpn: not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-        f"or first create one owned by your user: ip tuntap add dev {hosts.tun} mode tun user $USER\n")
+        "tinyvpn: not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), or "
+        "first create one owned by your user: "
+        f"ip tuntap add dev {hosts.tun} mode tun user $USER\n")
 
 
-def test_without_root_on_a_persistent_tun_owned_by_the_user(hosts: Hosts, unprivileged: list) -> None:
+def test_without_root_on_a_persistent_tun_owned_by_the_user(hosts: Hosts,
+                                                            unprivileged: list) -> None:
     device_before = os.stat("/dev/net/tun")
     # Root prepares once; then the user runs tinyvpn with no privilege at all.
     run(hosts, "a", "ip", "tuntap", "add", "dev", hosts.tun, "mode", "tun", "user", NOBODY)
