@@ -97,7 +97,9 @@ class Local:
     def write(self, packet: memoryview, sender: Address) -> None:
         """Hand one packet to the kernel (or stdout); if it is refused, drop it and go on."""
         try:
-            write_all(self.write_fd, packet)
+            written = os.write(self.write_fd, packet)  # a TUN takes a whole packet at once
+            if written < len(packet):  # a pipe may take it in pieces
+                write_all(self.write_fd, packet[written:])
         except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
             raise
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
@@ -354,10 +356,12 @@ class BatchingNetwork(Network):
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            # With no UDP_GRO message the read is one datagram; with one, it is datagrams of
-            # `size` bytes glued together (the last may be shorter). An empty one holds nothing.
-            size = next((struct.unpack("=i", data)[0] for level, kind, data in control
-                         if (level, kind) == (socket.SOL_UDP, UDP_GRO)), MAX_PACKET)
+            if not control:  # one datagram
+                yield self.buffer[:length], sender
+                continue
+            # The one control message we asked for, UDP_GRO: datagrams of `size` bytes glued
+            # together (the last may be shorter).
+            size = struct.unpack("=i", control[0][2])[0]
             glued = self.buffer[:length]
             for start in range(0, length, size):
                 yield glued[start:start + size], sender
