@@ -1,30 +1,44 @@
 #!/usr/bin/env python3
 """The one-machine demo: a real tinyvpn tunnel between two network namespaces. As root:
 
-    python3 tests/demo.py           set up, ping through the tunnel, show every packet, clean up
-    python3 tests/demo.py --keep    ... then keep the tunnel up until Ctrl-C, showing packets live
+    python3 tests/demo.py           set up, ping through the tunnel, show every packet, one
+                                    datagram on the wire byte by byte, and an injected packet
+    python3 tests/demo.py --keep    ... then keep the tunnel up until Ctrl-C, showing packets
 
-Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. Everything
-is removed at the end, also after Ctrl-C or an error.
+Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
+mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
+end, also after Ctrl-C or an error. Every command printed is a command that was run.
 """
 
 import argparse
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
 
 import netns
-from netns import PORT, TUNNEL, UNDERLAY, Hosts
+import wire
+from netns import MALLORY, PORT, TINYVPN, TUNNEL, UNDERLAY, Hosts
+
+sys.path.insert(0, str(TINYVPN.parent))
+from tinyvpn import describe_packet  # noqa: E402  (the decoder -d uses)
+
+WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire.py")
 
 
 def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def show_new_lines(hosts: Hosts, seen: dict) -> None:
+def show(command: list) -> None:
+    print(f"  {shlex.join(command)}", flush=True)
+
+
+def show_new_lines(hosts: Hosts, seen: dict, sides: str = "ab") -> None:
     """Print what each tinyvpn wrote to stderr since the last call, marked with its side."""
-    for side in "ab":
+    for side in sides:
         lines = netns.output(hosts, f"tinyvpn-{side}").splitlines()
         for line in lines[seen.get(side, 0):]:
             print(f"  [{side}] {line}", flush=True)
@@ -35,20 +49,24 @@ def demo(keep: bool) -> None:
     with netns.two_hosts() as hosts:
         a, b = hosts.namespace("a"), hosts.namespace("b")
         say(f"Two hosts: namespaces {a} and {b}, joined by a veth cable "
-            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]})")
+            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}). Each starts tinyvpn:")
         for side in "ab":
-            peer = UNDERLAY[netns.OTHER[side]][0]
-            print(f"  ip netns exec {hosts.namespace(side)} ./tinyvpn.py -d {hosts.tun} {peer} {PORT}")
+            show(netns.tinyvpn_command(hosts, side, "-d"))
             netns.start_tinyvpn(hosts, side, "-d")
 
-        say("Each host gives its TUN interface an address, as the README says")
+        say("Each host gives its TUN interface addresses, as the README says")
         for side in "ab":
-            print(f"  on {side}: ip link set {hosts.tun} mtu {netns.TUNNEL_MTU} up; "
-                  f"ip address add {TUNNEL[side][0]}/30 dev {hosts.tun}")
+            for command in netns.tunnel_commands(hosts, side):
+                show(command)
         netns.bring_up_tunnel(hosts)
 
         say(f"a pings b's tunnel address {TUNNEL['b'][0]}: the packets go through tinyvpn")
-        result = netns.run(hosts, "a", "ping", "-c", "3", "-i", "0.5", TUNNEL["b"][0], check=False)
+        catcher = netns.start(hosts, "b", sys.executable, WIRE, "catch", f"{hosts.prefix}v",
+                              name="catch")
+        netns.wait_for(lambda: "listening" in netns.output(hosts, "catch", "out"),
+                       "the capture to start")
+        result = netns.run(hosts, "a", "ping", "-c", "3", "-i", "0.5", TUNNEL["b"][0],
+                           check=False)
         print("\n".join("  " + line for line in result.stdout.splitlines()))
 
         say("What the two tinyvpn processes printed (-d): every packet, each way")
@@ -57,20 +75,10 @@ def demo(keep: bool) -> None:
         if result.returncode != 0:
             raise SystemExit("demo: the ping did not get through; see the lines above")
 
+        show_on_the_wire(hosts, catcher)
+        let_mallory_inject(hosts, seen)
         if keep:
-            say("The tunnel stays up until Ctrl-C. From another terminal, try:")
-            print(f"  ip netns exec {a} ping {TUNNEL['b'][0]}\n"
-                  f"  ip netns exec {a} ping -6 {TUNNEL['b'][1]}      (after: ip netns exec {a} "
-                  f"ip address add {TUNNEL['a'][1]}/64 dev {hosts.tun}; the same on b)\n"
-                  f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
-                  f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
-                  f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"")
-            try:
-                while True:
-                    time.sleep(0.3)
-                    show_new_lines(hosts, seen)
-            except KeyboardInterrupt:
-                pass
+            keep_up(hosts, seen)
 
         say("Stopping tinyvpn (SIGTERM): each prints its summary")
         for process in hosts.processes:
@@ -79,8 +87,60 @@ def demo(keep: bool) -> None:
     say("Namespaces, veth and TUN interfaces removed: nothing is left behind")
 
 
+def show_on_the_wire(hosts: Hosts, catcher: subprocess.Popen) -> None:
+    """The first echo request as it crossed the cable: a packet inside a packet."""
+    say(f"The first echo request on the cable, caught at b's end ({hosts.prefix}v) by a packet "
+        "socket:\n   a packet inside a packet")
+    if catcher.wait(10) != 0:
+        raise SystemExit(f"demo: the capture failed: {netns.output(hosts, 'catch')}")
+    packet = bytes.fromhex(netns.output(hosts, "catch", "out").split()[-1])
+    for line in wire.labelled(packet):
+        print(f"  {line}")
+    inner = packet[(packet[0] & 0x0F) * 4 + 8:]
+    print(f"  -d decoded those inner bytes as: {describe_packet(inner)}")
+
+
+def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
+    """A host outside the tunnel sends b one datagram, pretending to be a."""
+    netns.add_mallory(hosts)
+    say(f"Mallory ({MALLORY}), plugged into b's side of the cable but no part of the tunnel,\n"
+        f"   sends b's port {PORT} one datagram: an echo request 'from' a's tunnel address")
+    forge = [*netns.in_namespace(hosts, "m"), sys.executable, WIRE, "forge", UNDERLAY["b"][0],
+             TUNNEL["a"][0], TUNNEL["b"][0]]
+    show(forge)
+    netns.sh(*forge)
+    netns.wait_for(lambda: "id=28013" in netns.output(hosts, "tinyvpn-a"),
+                   "b's answer to mallory's packet to reach a")
+    show_new_lines(hosts, seen, sides="ba")
+    print(f"""
+  b's tinyvpn took the datagram from {MALLORY}, as it takes any datagram, and wrote the packet
+  inside into its TUN. b's kernel believed it came from {TUNNEL['a'][0]} and answered through
+  the tunnel: a got a reply (id=28013) to a ping it never sent. Mallory could as well have
+  sent TCP to any service on b that trusts the tunnel's addresses.
+  A real VPN stops this: every packet carries a tag made with a key only the peers share, and
+  one without a valid tag is dropped; the inner source address must be one that peer may use
+  (WireGuard's cryptokey routing); and a counter in each packet stops replays.""")
+
+
+def keep_up(hosts: Hosts, seen: dict) -> None:
+    a, b = hosts.namespace("a"), hosts.namespace("b")
+    say("The tunnel stays up until Ctrl-C. From another terminal, try:")
+    print(f"  ip netns exec {a} ping {TUNNEL['b'][0]}\n"
+          f"  ip netns exec {a} ping {TUNNEL['b'][1]}\n"
+          f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
+          f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
+          f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"", flush=True)
+    try:
+        while True:
+            time.sleep(0.3)
+            show_new_lines(hosts, seen)
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A tinyvpn tunnel between two network namespaces, on one machine.")
+    parser = argparse.ArgumentParser(
+        description="A tinyvpn tunnel between two network namespaces, on one machine.")
     parser.add_argument("--keep", action="store_true", help="keep the tunnel up until Ctrl-C")
     args = parser.parse_args()
     if os.geteuid() != 0:

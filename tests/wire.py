@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What crosses the cable, for the demo: catch one tunnel datagram, label its bytes, and forge
+one as an attacker would. Standard library only.
+
+    python3 tests/wire.py catch INTERFACE         print the first datagram to UDP port 5000
+                                                  that carries an ICMP echo request, in hex
+    python3 tests/wire.py forge HOST SOURCE DESTINATION
+                                                  send HOST:5000 one datagram holding an echo
+                                                  request from SOURCE to DESTINATION
+
+Each runs inside a test host's namespace: `ip netns exec NAMESPACE python3 tests/wire.py ...`.
+"""
+
+import socket
+import struct
+import sys
+
+PORT = 5000
+IPV4, UDP, ICMP, ECHO_REQUEST = 0x0800, 17, 1, 8  # EtherType, protocol numbers, ICMP type
+
+
+def catch(interface: str) -> None:
+    """Print (in hex) the first datagram seen on `interface` that carries a ping to tinyvpn."""
+    # A packet socket sees every IPv4 packet the interface carries, whoever it is for;
+    # SOCK_DGRAM strips the Ethernet header, so each read starts at the IP header. Needs root.
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(IPV4)) as tap:
+        tap.bind((interface, IPV4))
+        tap.settimeout(20)
+        print("listening", flush=True)
+        while True:
+            packet = tap.recv(65535)
+            if carries_echo_request(packet):
+                print(packet.hex(), flush=True)
+                return
+
+
+def carries_echo_request(packet: bytes) -> bool:
+    """IPv4, UDP to PORT, and inside: an IPv4 packet holding an ICMP echo request."""
+    outer = (packet[0] & 0x0F) * 4  # the outer IP header's length
+    if len(packet) < outer + 8 + 21 or packet[9] != UDP:
+        return False
+    destination_port = struct.unpack("!H", packet[outer + 2:outer + 4])[0]
+    inner = packet[outer + 8:]
+    inner_length = (inner[0] & 0x0F) * 4
+    return destination_port == PORT and inner[0] >> 4 == 4 and inner[9] == ICMP and \
+        len(inner) > inner_length and inner[inner_length] == ECHO_REQUEST
+
+
+def labelled(packet: bytes) -> list:
+    """The datagram's bytes in hex, cut where its parts begin, each part with what it says."""
+    outer_length = (packet[0] & 0x0F) * 4
+    total, protocol = struct.unpack("!H", packet[2:4])[0], packet[9]
+    udp = packet[outer_length:outer_length + 8]
+    source_port, destination_port, udp_length = struct.unpack("!HHH", udp[:6])
+    inner = packet[outer_length + 8:]
+    inner_length = (inner[0] & 0x0F) * 4
+    return [
+        f"outer IPv4 header ({outer_length} bytes), added by a's kernel:",
+        *hex_rows(packet[:outer_length]),
+        f"    version 4, header {outer_length} bytes, total length {total}, "
+        f"protocol {protocol} (UDP), {address(packet[12:16])} -> {address(packet[16:20])}",
+        "UDP header (8 bytes), added by a's kernel:",
+        *hex_rows(udp),
+        f"    port {source_port} -> {destination_port}, length {udp_length} "
+        f"(8 + {udp_length - 8})",
+        f"inner packet ({len(inner)} bytes), exactly as a's tinyvpn read it from its TUN:",
+        f"  its IPv4 header ({inner_length} bytes), added by a's kernel for ping:",
+        *hex_rows(inner[:inner_length]),
+        f"    {address(inner[12:16])} -> {address(inner[16:20])}, protocol {inner[9]} (ICMP)",
+        f"  the ICMP echo request ({len(inner) - inner_length} bytes) that ping wrote:",
+        *hex_rows(inner[inner_length:]),
+    ]
+
+
+def hex_rows(data: bytes, width: int = 20) -> list:
+    return ["    " + data[i:i + width].hex(" ") for i in range(0, len(data), width)]
+
+
+def address(four: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, four)
+
+
+def forge(host: str, source: str, destination: str) -> None:
+    """Send `host`:PORT one datagram: an ICMP echo request from `source` to `destination`."""
+    echo = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, 0x6D6D, 1) + b"not from a, but from mallory"
+    echo = echo[:2] + struct.pack("!H", checksum(echo)) + echo[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(echo), 0, 0, 64, ICMP, 0,
+                         socket.inet_aton(source), socket.inet_aton(destination))
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(header + echo, (host, PORT))
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) that IP and ICMP headers carry: the one's complement of
+    the one's complement sum of 16-bit words. The receiving kernel drops a packet without it."""
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data[:len(data) // 2 * 2]))
+    if len(data) % 2:
+        total += data[-1] << 8
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+if __name__ == "__main__":
+    {"catch": catch, "forge": forge}[sys.argv[1]](*sys.argv[2:])
