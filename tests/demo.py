@@ -49,7 +49,7 @@ def demo(keep: bool) -> None:
     with netns.two_hosts() as hosts:
         a, b = hosts.namespace("a"), hosts.namespace("b")
         say(f"Two hosts: namespaces {a} and {b}, joined by a veth cable "
-            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}). Each starts tinyvpn:")
+            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}).\n   Each starts tinyvpn:")
         for side in "ab":
             show(netns.tinyvpn_command(hosts, side, "-d"))
             netns.start_tinyvpn(hosts, side, "-d")
