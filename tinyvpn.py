@@ -85,6 +85,7 @@ class Local:
         while len(packets) < self.reads and end <= self.read_size:  # room for one more read
             try:
                 # One read of a TUN returns exactly one packet, never two or half of one.
+                # readv() rather than read(): it fills our buffer instead of making a new one.
                 length = os.readv(self.read_fd, [self.buffer[end:end + self.read_size]])
             except BlockingIOError:  # the TUN's queue is empty (it is non-blocking: see open_tun)
                 break
@@ -98,8 +99,8 @@ class Local:
         """Hand one packet to the kernel (or stdout); if it is refused, drop it and go on."""
         try:
             written = os.write(self.write_fd, packet)  # a TUN takes a whole packet at once
-            if written < len(packet):  # a pipe may take it in pieces
-                write_all(self.write_fd, packet[written:])
+            while written < len(packet):  # a pipe may take it in pieces
+                written += os.write(self.write_fd, packet[written:])
         except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
             raise
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
@@ -108,12 +109,6 @@ class Local:
             return
         if self.log:  # only -d pays for counting and printing
             self.log.received(packet, sender)
-
-
-def write_all(fd: int, data: memoryview) -> None:
-    """Write all of `data`: a TUN takes a packet in one write, a pipe may take it in pieces."""
-    while data:
-        data = data[os.write(fd, data):]
 
 
 IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
@@ -187,6 +182,7 @@ class Network:
         return self.sock.fileno()
 
     def send(self, packets: list[memoryview]) -> None:
+        """Send each packet to the peer as one datagram, in order."""
         for packet in packets:
             self.send_one(packet)
 
@@ -258,8 +254,8 @@ def resolve_peer(peer: str, port: int, family: int) -> Address:
 
 # --- main ----------------------------------------------------------------------------------
 
-MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header): the most one read of stdin
-# may take, so that it fits in one datagram
+# The most one read of stdin may take, to fit in one UDP datagram (a batch obeys it too):
+MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -326,6 +322,7 @@ class BatchingNetwork(Network):
         self.largest_glued = MAX_PACKET
 
     def send(self, packets: list[memoryview]) -> None:
+        """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
         for run in equal_size_runs(packets):
             if len(run) == 1 or not self.send_glued(run):
                 for packet in run:
@@ -350,6 +347,7 @@ class BatchingNetwork(Network):
         return True
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
+        """The datagrams waiting, each with its sender; one read may hold several of them."""
         for _ in range(BATCH):
             try:
                 length, control, _, sender = self.sock.recvmsg_into(
