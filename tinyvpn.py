@@ -46,9 +46,10 @@ Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flo
 # --- The loop ------------------------------------------------------------------------------
 
 
-def relay(local: "Local", network: "Network") -> None:
-    """The VPN itself: wait until either end has something, move it across, repeat forever."""
-    watched: list[Any] = [local, network]
+def relay(local: "Local", network: "Network", signals: int) -> None:
+    """The VPN itself: wait until either end has something, move it across, repeat forever.
+    Ctrl-C or SIGTERM makes `signals` readable and ends the loop (see stop_on_signals)."""
+    watched: list[Any] = [local, network, signals]
     while True:
         ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until one is readable
         if local in ready:
@@ -260,7 +261,7 @@ MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, then relay until Ctrl-C or SIGTERM; exit status 0."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
+    signals = stop_on_signals()
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"
     log = Log(stdio) if args.d else None
@@ -272,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             local = Local(tun, tun, BATCH, MAX_PACKET, log)
         sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
         peer = resolve_peer(args.peer, args.port, sock.family)
-        relay(local, (BatchingNetwork if can_batch(sock) else Network)(sock, peer, log))
+        relay(local, (BatchingNetwork if can_batch(sock) else Network)(sock, peer, log), signals)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -283,6 +284,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     if log:
         print(log.summary(), file=sys.stderr, flush=True)
     return 0
+
+
+def stop_on_signals() -> int:
+    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a descriptor that select() can
+    watch, readable once one of them has arrived."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
+    # Python runs a handler between two steps of Python code. A signal that lands after the
+    # last step before select() starts would wait for the next packet: forever, on an idle
+    # tunnel. So Python also writes a byte into this pipe, which wakes select() at once.
+    readable, written = os.pipe()
+    os.set_blocking(written, False)  # a signal must never block on a full pipe
+    signal.set_wakeup_fd(written)
+    return readable
 
 
 # --- Going fast: batching ------------------------------------------------------------------
