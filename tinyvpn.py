@@ -305,7 +305,7 @@ def stop_on_signals() -> int:
 # hands the kernel a buffer and a size, and the kernel cuts it into separate datagrams of that
 # size (GSO, Linux 4.18). With UDP_GRO on a socket, one recvmsg() may return several same-size
 # datagrams, glued, with their size beside them (GRO, Linux 5.0). The wire does not change:
-# the peer still gets one datagram per packet. WireGuard and QUIC stacks go fast this way.
+# the peer still gets one datagram per packet. wireguard-go and QUIC stacks go fast this way.
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
@@ -338,27 +338,29 @@ class BatchingNetwork(Network):
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
         for run in equal_size_runs(packets):
-            if len(run) == 1 or not self.send_glued(run):
-                for packet in run:
-                    self.send_one(packet)
+            if len(run) == 1:
+                self.send_one(run[0])
+            else:
+                self.send_glued(run)
 
-    def send_glued(self, run: list[memoryview]) -> bool:
-        """Send `run` with one sendmsg(); False, having sent nothing, if the kernel refused."""
+    def send_glued(self, run: list[memoryview]) -> None:
+        """Send `run` with one sendmsg(); if the kernel refuses, one datagram at a time."""
         size = len(run[0])
-        if size > self.largest_glued:
-            return False
+        if size > self.largest_glued:  # refused before, and would be again
+            super().send(run)
+            return
         try:
-            # The kernel cuts what the buffers hold (gathered in order) into `size`-byte datagrams.
-            self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
-                              0, self.peer)
-        except OSError as error:
+            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams.
+            self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
+                              self.peer)
+        except OSError as error:  # refused whole: nothing of it was sent
             if error.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
                 self.largest_glued = size - 1
-            return False
+            super().send(run)
+            return
         if self.log:
             for packet in run:
                 self.log.sent(packet)
-        return True
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
         """The datagrams waiting, each with its sender; one read may hold several of them."""
@@ -429,12 +431,13 @@ class Log:
             self.errors[f"write {errno.errorcode.get(error.errno or 0, '?')}"] += 1
         self.show(self.incoming, packet, f"   (from {format_address(sender)})", error)
 
-    def show(self, direction: str, packet: memoryview, sender: str,
+    def show(self, direction: str, packet: memoryview, origin: str,
              error: Optional[OSError]) -> None:
+        """Print one packet's line."""
         line = f"{direction}  {len(packet):5} B"
         if self.decode:
             line += "  " + describe_packet(bytes(packet))
-        line += sender
+        line += origin
         if error is not None:
             line += f"   DROPPED: {error.strerror}"
         print(line, file=sys.stderr, flush=True)
