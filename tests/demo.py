@@ -123,14 +123,16 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
 
 
 def keep_up(hosts: Hosts, seen: dict) -> None:
+    """Show packets as they come until Ctrl-C or SIGTERM, which may arrive from the first line
+    printed on: the test that sends it waits for that line."""
     a, b = hosts.namespace("a"), hosts.namespace("b")
-    say("The tunnel stays up until Ctrl-C. From another terminal, try:")
-    print(f"  ip netns exec {a} ping {TUNNEL['b'][0]}\n"
-          f"  ip netns exec {a} ping {TUNNEL['b'][1]}\n"
-          f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
-          f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
-          f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"", flush=True)
     try:
+        say("The tunnel stays up until Ctrl-C. From another terminal, try:")
+        print(f"  ip netns exec {a} ping {TUNNEL['b'][0]}\n"
+              f"  ip netns exec {a} ping {TUNNEL['b'][1]}\n"
+              f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
+              f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
+              f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"", flush=True)
         while True:
             time.sleep(0.3)
             show_new_lines(hosts, seen)
