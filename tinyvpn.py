@@ -11,9 +11,10 @@ move it across, one IP packet in one UDP datagram.
 
 relay() below is that loop. Around it: a wake-up moves every packet waiting (up to a batch), a
 packet the kernel refuses is dropped without ending the tunnel, the local end may be stdin and
-stdout instead of a TUN, and -d prints every packet. Read in order: the loop, its two ends,
-main(). The sections after main() ("Going fast: batching", "What -d prints", "The command
-line") are refinements that a first reading may skip.
+stdout instead of a TUN, -d prints every packet, and Ctrl-C or SIGTERM ends it cleanly.
+
+Read in order: the loop, its two ends, main(). The sections after main() ("Going fast:
+batching", "What -d prints", "The command line") are refinements a first reading may skip.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
