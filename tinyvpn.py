@@ -107,7 +107,7 @@ class Local:
             raise
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
             if self.log:
-                self.log.received(packet, sender, error)
+                self.log.received(packet, sender, refused("write", error))
             return
         if self.log:  # only -d pays for counting and printing
             self.log.received(packet, sender)
@@ -194,7 +194,7 @@ class Network:
             self.sock.sendto(packet, self.peer)
         except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
             if self.log:
-                self.log.sent(packet, error)
+                self.log.sent(packet, refused("send", error))
             return
         if self.log:
             self.log.sent(packet)
@@ -411,44 +411,47 @@ class Log:
         self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
             ("tun->net", "net->tun")
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
-        self.errors: collections.Counter[str] = collections.Counter()  # "write EIO" -> count
+        self.dropped: collections.Counter[str] = collections.Counter()  # "write EIO" -> count
 
-    def sent(self, packet: memoryview, error: Optional[OSError] = None) -> None:
-        """A packet from the local end: sent to the peer, or dropped because of `error`."""
-        if error is None:
+    def sent(self, packet: memoryview, dropped: str = "") -> None:
+        """A packet from the local end: sent to the peer, or dropped for the reason given."""
+        if dropped:
+            self.dropped[dropped] += 1
+        else:
             self.sent_packets += 1
             self.sent_bytes += len(packet)
-        else:
-            self.errors[f"send {errno.errorcode.get(error.errno or 0, '?')}"] += 1
-        self.show(self.outgoing, packet, "", error)
+        self.show(self.outgoing, packet, "", dropped)
 
-    def received(self, packet: memoryview, sender: Address,
-                 error: Optional[OSError] = None) -> None:
-        """A datagram from `sender`: written to the local end, or dropped because of `error`."""
-        if error is None:
+    def received(self, packet: memoryview, sender: Address, dropped: str = "") -> None:
+        """A datagram from `sender`: written to the local end, or dropped for the reason given."""
+        if dropped:
+            self.dropped[dropped] += 1
+        else:
             self.received_packets += 1
             self.received_bytes += len(packet)
-        else:
-            self.errors[f"write {errno.errorcode.get(error.errno or 0, '?')}"] += 1
-        self.show(self.incoming, packet, f"   (from {format_address(sender)})", error)
+        self.show(self.incoming, packet, f"   (from {format_address(sender)})", dropped)
 
-    def show(self, direction: str, packet: memoryview, origin: str,
-             error: Optional[OSError]) -> None:
+    def show(self, direction: str, packet: memoryview, origin: str, dropped: str) -> None:
         """Print one packet's line."""
         line = f"{direction}  {len(packet):5} B"
         if self.decode:
             line += "  " + describe_packet(bytes(packet))
         line += origin
-        if error is not None:
-            line += f"   DROPPED: {error.strerror}"
+        if dropped:
+            line += f"   DROPPED: {dropped}"
         print(line, file=sys.stderr, flush=True)
 
     def summary(self) -> str:
-        """Packets and bytes each way, and the errors by kind."""
-        errors = ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items()))
+        """Packets and bytes each way, and the packets dropped by reason."""
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items()))
         return (f"tinyvpn: sent {self.sent_packets} packets ({self.sent_bytes} B), "
                 f"received {self.received_packets} packets ({self.received_bytes} B), "
-                f"errors: {errors or 'none'}")
+                f"dropped: {dropped or 'none'}")
+
+
+def refused(what: str, error: OSError) -> str:
+    """Why -d says a packet was dropped, when the kernel refused it: 'write EIO'."""
+    return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
 
 
 def format_address(address: Address) -> str:

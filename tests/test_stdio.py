@@ -102,7 +102,7 @@ def test_a_60000_byte_chunk_is_one_datagram_and_stdout_holds_only_payload(tmp_pa
     assert status == 0
     # One datagram each way, whole:
     assert "stdin->net  60000 B" in err and "net->stdout  60000 B" in err
-    assert "sent 1 packets (60000 B), received 1 packets (60000 B), errors: none" in err
+    assert "sent 1 packets (60000 B), received 1 packets (60000 B), dropped: none" in err
 
 
 def test_after_stdin_ends_it_sends_nothing_uses_no_cpu_and_still_receives_from_anyone() -> None:
