@@ -7,13 +7,19 @@ one as an attacker would. Standard library only.
     python3 tests/wire.py forge HOST SOURCE DESTINATION
                                                   send HOST:5000 one datagram holding an echo
                                                   request from SOURCE to DESTINATION
+    python3 tests/wire.py record INTERFACE        print every IP packet the interface carries,
+                                                  either way, one JSON line each, until ended
+    python3 tests/wire.py send HOST HEX...        send HOST:5000 one datagram per HEX: its bytes
 
 Each runs inside a test host's namespace: `ip netns exec NAMESPACE python3 tests/wire.py ...`.
 """
 
+import errno
+import json
 import socket
 import struct
 import sys
+import time
 
 PORT = 5000
 IPV4, UDP, ICMP, ECHO_REQUEST = 0x0800, 17, 1, 8  # EtherType, protocol numbers, ICMP type
@@ -102,5 +108,52 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+ALL = 0x0003  # ETH_P_ALL: every protocol
+SOL_PACKET, PACKET_VNET_HDR = 263, 15  # linux/if_packet.h
+OUTGOING = socket.PACKET_OUTGOING
+GSO_UDP_L4 = 5  # linux/virtio_net.h: a UDP GSO train, cut into gso_size datagrams
+ETHERNET = 1  # ARPHRD_ETHER: a veth; a TUN (ARPHRD_NONE) has no link header
+
+
+def record(interface: str) -> None:
+    """Print each IP packet `interface` carries as a JSON line: its time, whether it was
+    going out, and its bytes in hex. Glued UDP datagrams (GSO) are cut apart first."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ALL)) as tap:
+        # A virtio header before each frame says whether it is a GSO train, and its size.
+        tap.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        tap.bind((interface, ALL))
+        print("listening", flush=True)
+        while True:
+            try:
+                frame, (_, _, kind, link, _) = tap.recvfrom(70000)
+            except OSError as error:  # ENETDOWN, once, if the interface was down
+                if error.errno == errno.ENETDOWN:
+                    continue
+                raise
+            gso_type, gso_size = struct.unpack("=xBxxHxxxx", frame[:10])
+            packet = frame[24:] if link == ETHERNET else frame[10:]
+            if packet[:1] and packet[0] >> 4 in (4, 6):
+                for part in cut(packet, gso_size if gso_type == GSO_UDP_L4 else 0):
+                    print(json.dumps({"time": time.time(), "out": kind == OUTGOING,
+                                      "hex": part.hex()}), flush=True)
+
+
+def cut(packet: bytes, size: int) -> list:
+    """A GSO train of IPv4 UDP datagrams of `size` bytes, as the separate packets of the
+    wire (their length fields left as they are); any other packet as itself."""
+    header = (packet[0] & 0x0F) * 4 + 8
+    if not size or packet[0] >> 4 != 4:
+        return [packet]
+    return [packet[:header] + packet[start:start + size]
+            for start in range(header, len(packet), size)]
+
+
+def send(host: str, *payloads: str) -> None:
+    """Send `host`:PORT one datagram for each of `payloads` (hex), in order."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for payload in payloads:
+            sock.sendto(bytes.fromhex(payload), (host, PORT))
+
+
 if __name__ == "__main__":
-    {"catch": catch, "forge": forge}[sys.argv[1]](*sys.argv[2:])
+    {"catch": catch, "forge": forge, "record": record, "send": send}[sys.argv[1]](*sys.argv[2:])
