@@ -95,6 +95,9 @@ class Local:
                 return packets or None
             packets.append(self.buffer[end:end + length])
             end += length
+        if self.log:  # only -d pays for counting and printing
+            for packet in packets:
+                self.log.sent(packet)
         return packets
 
     def write(self, packet: memoryview, sender: Address) -> None:
@@ -109,7 +112,7 @@ class Local:
             if self.log:
                 self.log.received(packet, sender, refused("write", error))
             return
-        if self.log:  # only -d pays for counting and printing
+        if self.log:
             self.log.received(packet, sender)
 
 
@@ -194,10 +197,7 @@ class Network:
             self.sock.sendto(packet, self.peer)
         except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
             if self.log:
-                self.log.sent(packet, refused("send", error))
-            return
-        if self.log:
-            self.log.sent(packet)
+                self.log.not_sent(packet, refused("send", error))
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
         """The datagrams waiting (up to BATCH of them), each with the address it came from."""
@@ -358,10 +358,6 @@ class BatchingNetwork(Network):
             if error.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
                 self.largest_glued = size - 1
             super().send(run)
-            return
-        if self.log:
-            for packet in run:
-                self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
         """The datagrams waiting, each with its sender; one read may hold several of them."""
@@ -413,22 +409,23 @@ class Log:
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
         self.dropped: collections.Counter[str] = collections.Counter()  # "write EIO" -> count
 
-    def sent(self, packet: memoryview, dropped: str = "") -> None:
-        """A packet from the local end: sent to the peer, or dropped for the reason given."""
-        if dropped:
-            self.dropped[dropped] += 1
-        else:
-            self.sent_packets += 1
-            self.sent_bytes += len(packet)
+    def sent(self, packet: memoryview) -> None:
+        """A packet read from the local end, on its way to the peer."""
+        self.sent_packets += 1
+        self.sent_bytes += len(packet)
+        self.show(self.outgoing, packet, "", "")
+
+    def not_sent(self, packet: memoryview, dropped: str) -> None:
+        """A packet the network end could not send after all: why it was dropped."""
+        self.dropped[dropped] += 1
         self.show(self.outgoing, packet, "", dropped)
 
     def received(self, packet: memoryview, sender: Address, dropped: str = "") -> None:
         """A datagram from `sender`: written to the local end, or dropped for the reason given."""
+        self.received_packets += 1
+        self.received_bytes += len(packet)
         if dropped:
             self.dropped[dropped] += 1
-        else:
-            self.received_packets += 1
-            self.received_bytes += len(packet)
         self.show(self.incoming, packet, f"   (from {format_address(sender)})", dropped)
 
     def show(self, direction: str, packet: memoryview, origin: str, dropped: str) -> None:
