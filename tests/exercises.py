@@ -17,6 +17,7 @@ Exit status 0 only when every rung asked for passes. Standard library only.
 
 import argparse
 import hmac
+import io
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -144,6 +145,12 @@ class Lab:
             process = netns.start_tinyvpn(self.hosts, side, "-d", *options,
                                           program=self.command)
         except RuntimeError:
+            usage = netns.run(self.hosts, side, *self.command, "--help", check=False).stdout
+            unknown = [option for option in options if option.startswith("--")
+                       and option not in usage]
+            if unknown:
+                raise Failed(f"tinyvpn has no {unknown[0]} option yet: --help does not list it",
+                             f"it understands {unknown[0]}, as the rung describes") from None
             said = self.said(side).strip().splitlines()
             raise Failed(f"{side}'s tinyvpn did not start with {shlex.join(options)}; it said: "
                          f"{said[-1] if said else '(nothing)'}",
@@ -314,8 +321,13 @@ def check_bad_keys(tunnel: Lab) -> None:
     for path, what, words in ((short, "a key file of 10 bytes", "16"),
                               (tunnel.hosts.logs / "missing.key", "a key file that does not "
                                "exist", "missing.key")):
-        result = netns.run(tunnel.hosts, "a", *tunnel.command, "--key", str(path), "stdio", B,
-                           str(netns.PORT + 1), check=False, timeout=10)
+        try:
+            result = netns.run(tunnel.hosts, "a", *tunnel.command, "--key", str(path), "stdio",
+                               B, str(netns.PORT + 1), check=False, timeout=5, input="")
+        except subprocess.TimeoutExpired:
+            raise Failed(f"given {what}, tinyvpn started and ran",
+                         "it stops at once, with a one-line error that says what is wrong, "
+                         "and a non-zero exit status") from None
         if result.returncode == 0 or "Traceback" in result.stderr or words not in result.stderr:
             raise Failed(f"given {what}, tinyvpn exited with status {result.returncode} and "
                          f"said: {result.stderr.strip()[-300:] or '(nothing)'}",
@@ -324,7 +336,8 @@ def check_bad_keys(tunnel: Lab) -> None:
 
 
 def transfer_intact(hosts: Hosts, how: str) -> None:
-    sent, received, _ = tcp_transfer(hosts, 512 * 1024)
+    with redirect_stdout(io.StringIO()):  # its speed: nothing the learner needs to read
+        sent, received, _ = tcp_transfer(hosts, 512 * 1024)
     if received != sent:
         raise Failed(f"{how}, 512 KiB sent over TCP arrived as {received}",
                      "the same bytes arrive: same size, same SHA-256")

@@ -1,0 +1,205 @@
+"""The exercises (tests/exercises/README.md) keep their promise to a learner:
+
+- the shipped tinyvpn.py fails every rung, each because the option it needs is not there yet;
+- with the reference solutions 1 to N applied in order, rungs 1 to N pass, and rung N + 1 does
+  not: every rung asks for something new;
+- plausible wrong solutions (a reference solution with one mistake a learner might make) are
+  caught, each with words that name the mistake;
+- a solved tinyvpn.py still passes the tunnel tests, socat's interop included, without the new
+  options.
+
+They need root (see conftest.py). The ones marked `ladder` take about two minutes; .ci/run runs
+them once, on the Python of the README's command.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import exercises
+import pytest
+from netns import TINYVPN
+
+SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions").glob("*.patch"))
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """solved(n): a copy of tinyvpn.py with reference solutions 1 to n applied, as a learner
+    would apply them: `git apply`, in order, to the tinyvpn.py of this commit."""
+    folder = tmp_path_factory.mktemp("solved")
+    made: dict = {}
+
+    def make(n: int) -> Path:
+        if n not in made:
+            made[n] = folder / str(n) / "tinyvpn.py"
+            made[n].parent.mkdir()
+            made[n].write_bytes(TINYVPN.read_bytes())
+            for patch in SOLUTIONS[:n]:
+                subprocess.run(["git", "apply", str(patch)], cwd=made[n].parent, check=True,
+                               capture_output=True)
+        return made[n]
+
+    yield make
+
+
+def changed_lines(patch: Path) -> int:
+    return sum(1 for line in patch.read_text().splitlines()
+               if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
+def test_there_are_five_small_reference_solutions() -> None:
+    assert [patch.name for patch in SOLUTIONS] == [
+        "1-keepalive.patch", "2-authenticate.patch", "3-replay.patch", "4-roam.patch",
+        "5-encrypt.patch"]
+    sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS}
+    assert all(size <= 50 for size in sizes.values()), sizes  # a bigger one: fix the design
+
+
+@pytest.mark.parametrize("rung, option", [(1, "--keepalive"), (2, "--key"), (3, "--key"),
+                                          (4, "--key"), (5, "--key")])
+def test_the_shipped_file_fails_every_rung_for_want_of_its_option(
+        root: None, rung: int, option: str) -> None:
+    failure = exercises.check(rung, TINYVPN)
+    assert failure is not None
+    assert failure.happened.startswith(f"tinyvpn has no {option} option yet")
+
+
+def test_a_learner_runs_the_checker_on_the_shipped_file(root: None) -> None:
+    run = subprocess.run([sys.executable, str(TESTS / "exercises.py")], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1
+    assert "rung 1  keep-alive    FAILED" in run.stdout
+    assert "reread:        tests/exercises/README.md, \"1. keep-alive\"" in run.stdout
+    assert run.stdout.endswith("Stopped at rung 1: 0 of 5 passed.\n")
+
+
+def test_a_learner_runs_the_checker_on_the_solved_file(root: None, solved: Iterator) -> None:
+    program = solved(5)  # type: ignore[operator]
+    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "--program",
+                          str(program)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for rung, name in enumerate(["keep-alive", "authenticate", "replay", "roam", "encrypt"], 1):
+        assert f"rung {rung}  {name:<13} passed" in run.stdout
+    assert run.stdout.endswith("All 5 rungs passed.\n")
+
+
+@pytest.mark.ladder
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_solutions_1_to_n_pass_rungs_1_to_n_and_not_the_next(
+        root: None, solved: Iterator, n: int) -> None:
+    program = solved(n)  # type: ignore[operator]
+    for rung in range(1, n + 1):
+        failure = exercises.check(rung, program)
+        assert failure is None, f"rung {rung}: {failure and failure.happened}"
+    assert exercises.check(n + 1, program) is not None
+
+
+CHECK_TAG_THEN_WINDOW = """\
+        if len(datagram) < COUNTER + TAG or not hmac.compare_digest(tag, self.tag(data)):
+            return "no valid tag"  # checked first: only the peer may move the window
+        return "" if self.is_new(int.from_bytes(data[:COUNTER], "big")) else "replay"
+"""
+CHECK_WINDOW_THEN_TAG = """\
+        if not self.is_new(int.from_bytes(data[:COUNTER], "big")):
+            return "replay"
+        if len(datagram) < COUNTER + TAG or not hmac.compare_digest(tag, self.tag(data)):
+            return "no valid tag"
+        return ""
+"""
+
+# A reference solution with one plausible mistake: (rung, mistake, the text it replaces, what
+# replaces it, words the checker's "what happened" must hold).
+WRONG = [
+    (1, "keep-alives written to the TUN",
+     "written = os.write(self.write_fd, packet) if packet else 0",
+     "written = os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
+    (1, "a timer that sending does not reset",
+     "network.send(packets)  # each packet -> one datagram to the peer\n"
+     "                last_sent = time.monotonic()\n",
+     "network.send(packets)\n", "while it was sending a ping every 0.2 s"),
+    (1, "a polling loop", "select.select(watched, [], [], timeout)",
+     "select.select(watched, [], [], 0.01 if keepalive else None)", "a polling loop"),
+    (2, "a bad tag is reported, and the packet written anyway",
+     "            if len(datagram) >= TAG and hmac.compare_digest(tag, self.tag(packet)):\n"
+     "                yield packet, sender\n"
+     "            elif self.network.log:\n"
+     "                self.network.log.received(datagram, sender, \"no valid tag\")\n",
+     "            if not (len(datagram) >= TAG and hmac.compare_digest(tag, self.tag(packet))):\n"
+     "                if self.network.log:\n"
+     "                    self.network.log.received(datagram, sender, \"no valid tag\")\n"
+     "            yield packet, sender\n",
+     "mallory's forged echo request reached b's TUN"),
+    (2, "a datagram shorter than a tag is let through",
+     "if len(datagram) >= TAG and hmac.compare_digest(tag, self.tag(packet)):",
+     "if len(datagram) < TAG or hmac.compare_digest(tag, self.tag(packet)):",
+     "b's -d lines for mallory's forged, empty and 15-byte datagrams"),
+    (2, "keep-alives sent without a tag", "network.send([memoryview(b\"\")])",
+     "getattr(network, \"network\", network).send([memoryview(b\"\")])",
+     "b dropped a datagram from a"),
+    (2, "a key of 10 bytes accepted", "    if len(key) < 16:\n", "    if len(key) < 1:\n",
+     "given a key file of 10 bytes"),
+    (3, "a window that drops reordered datagrams",
+     "if age >= WINDOW or self.seen >> age & 1:", "if age >= 0:",
+     "b did not accept one 60 behind the newest"),
+    (3, "a window with no lower edge", "if age >= WINDOW or self.seen >> age & 1:",
+     "if self.seen >> age & 1:", "b accepted one 69 behind the newest"),
+    (3, "the window moved before the tag is checked", CHECK_TAG_THEN_WINDOW,
+     CHECK_WINDOW_THEN_TAG,
+     "after mallory sent one datagram numbered 2^64 - 1 with a wrong tag"),
+    (3, "a counter that starts at 0", "self.counter = time.time_ns()", "self.counter = 0",
+     "a's first number was"),
+    (4, "the peer follows unauthenticated datagrams",
+     "            dropped = self.check(datagram)\n",
+     "            dropped = self.check(datagram)\n            self.network.peer = sender\n",
+     "after mallory (192.0.2.3) sent b datagrams with wrong tags"),
+    (4, "the peer follows replays",
+     "            dropped = self.check(datagram)\n",
+     "            dropped = self.check(datagram)\n"
+     "            if dropped == \"replay\":\n                self.network.peer = sender\n",
+     "datagrams of a's, caught and replayed"),
+    (5, "the counter alone as the nonce", "self.run = os.urandom(RUN)",
+     "self.run = bytes(RUN)", "two datagrams were enciphered with the same keystream"),
+    (5, "a nonce for each direction, not for each run", "self.run = os.urandom(RUN)",
+     "self.run = network.peer[0].encode()[-RUN:]",
+     "two datagrams were enciphered with the same keystream"),
+    (5, "the IP header left in the clear",
+     "nonce + xor(packet, self.keystream(nonce, len(packet)))",
+     "nonce + bytes(packet[:20]) + xor(packet[20:], self.keystream(nonce, len(packet) - 20))",
+     "the cable carried the inner packet's addresses"),
+]
+
+
+@pytest.mark.ladder
+@pytest.mark.parametrize("rung, mistake, text, wrong, words", WRONG,
+                         ids=[f"{rung}: {mistake}" for rung, mistake, *_ in WRONG])
+def test_a_plausible_wrong_solution_is_caught(root: None, solved: Iterator, tmp_path: Path,
+                                             rung: int, mistake: str, text: str, wrong: str,
+                                             words: str) -> None:
+    solution = solved(rung).read_text()  # type: ignore[operator]
+    if mistake == "the IP header left in the clear":  # the receiving side makes it too
+        solution = solution.replace(
+            "yield memoryview(xor(secret, self.keystream(nonce, len(secret)))), sender",
+            "yield memoryview(bytes(secret[:20]) + xor(secret[20:], self.keystream(nonce, "
+            "max(0, len(secret) - 20)))), sender")
+    assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
+    program = tmp_path / "tinyvpn.py"
+    program.write_text(solution.replace(text, wrong))
+    failure = exercises.check(rung, program)
+    assert failure is not None, f"{mistake}: passed rung {rung}"
+    assert words in failure.happened
+
+
+@pytest.mark.ladder
+def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
+        root: None, solved: Iterator) -> None:
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}  # type: ignore[operator]
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(TESTS / "test_tunnel.py"), str(TESTS / "test_interop.py"),
+                          str(TESTS / "test_stdio.py")],
+                         env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert " passed" in run.stdout.splitlines()[-1] and "skipped" not in run.stdout
