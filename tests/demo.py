@@ -4,6 +4,8 @@
     python3 tests/demo.py           set up, ping through the tunnel, show every packet, one
                                     datagram on the wire byte by byte, and an injected packet
     python3 tests/demo.py --keep    ... then keep the tunnel up until Ctrl-C, showing packets
+    python3 tests/demo.py --options "--key /tmp/tinyvpn.key"
+                                    ... with these options for both tinyvpns (the exercises)
 
 Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
 mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
@@ -11,10 +13,11 @@ end, also after Ctrl-C or an error. Every command printed is a command that was 
 """
 
 import argparse
+import json
 import os
 import shlex
 import signal
-import subprocess
+import socket
 import sys
 import time
 
@@ -45,14 +48,14 @@ def show_new_lines(hosts: Hosts, seen: dict, sides: str = "ab") -> None:
         seen[side] = len(lines)
 
 
-def demo(keep: bool) -> None:
+def demo(keep: bool, options: list) -> None:
     with netns.two_hosts() as hosts:
         a, b = hosts.namespace("a"), hosts.namespace("b")
         say(f"Two hosts: namespaces {a} and {b}, joined by a veth cable "
             f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}).\n   Each starts tinyvpn:")
         for side in "ab":
-            show(netns.tinyvpn_command(hosts, side, "-d"))
-            netns.start_tinyvpn(hosts, side, "-d")
+            show(netns.tinyvpn_command(hosts, side, "-d", *options))
+            netns.start_tinyvpn(hosts, side, "-d", *options)
 
         say("Each host gives its TUN interface addresses, as the README says")
         for side in "ab":
@@ -61,9 +64,9 @@ def demo(keep: bool) -> None:
         netns.bring_up_tunnel(hosts)
 
         say(f"a pings b's tunnel address {TUNNEL['b'][0]}: the packets go through tinyvpn")
-        catcher = netns.start(hosts, "b", sys.executable, WIRE, "catch", f"{hosts.prefix}v",
-                              name="catch")
-        netns.wait_for(lambda: "listening" in netns.output(hosts, "catch", "out"),
+        recorder = netns.start(hosts, "b", sys.executable, WIRE, "record", f"{hosts.prefix}v",
+                               name="record")
+        netns.wait_for(lambda: "listening" in netns.output(hosts, "record", "out"),
                        "the capture to start")
         result = netns.run(hosts, "a", "ping", "-c", "3", "-i", "0.5", TUNNEL["b"][0],
                            check=False)
@@ -75,7 +78,8 @@ def demo(keep: bool) -> None:
         if result.returncode != 0:
             raise SystemExit("demo: the ping did not get through; see the lines above")
 
-        show_on_the_wire(hosts, catcher)
+        netns.stop(recorder)
+        show_on_the_wire(hosts)
         let_mallory_inject(hosts, seen)
         if keep:
             keep_up(hosts, seen)
@@ -87,17 +91,30 @@ def demo(keep: bool) -> None:
     say("Namespaces, veth and TUN interfaces removed: nothing is left behind")
 
 
-def show_on_the_wire(hosts: Hosts, catcher: subprocess.Popen) -> None:
+def show_on_the_wire(hosts: Hosts) -> None:
     """The first echo request as it crossed the cable: a packet inside a packet."""
     say(f"The first echo request on the cable, caught at b's end ({hosts.prefix}v) by a packet "
         "socket:\n   a packet inside a packet")
-    if catcher.wait(10) != 0:
-        raise SystemExit(f"demo: the capture failed: {netns.output(hosts, 'catch')}")
-    packet = bytes.fromhex(netns.output(hosts, "catch", "out").split()[-1])
-    for line in wire.labelled(packet):
-        print(f"  {line}")
-    inner = packet[(packet[0] & 0x0F) * 4 + 8:]
-    print(f"  -d decoded those inner bytes as: {describe_packet(inner)}")
+    lines = netns.output(hosts, "record", "out").splitlines()[1:]
+    caught = [bytes.fromhex(json.loads(line)["hex"]) for line in lines if line.endswith("}")]
+    sent = [packet for packet in caught if packet[12:20] == socket.inet_aton(UNDERLAY["a"][0])
+            + socket.inet_aton(UNDERLAY["b"][0]) and packet[9] == wire.UDP]
+    echoes = [packet for packet in sent if wire.carries_echo_request(packet)]
+    if echoes:
+        for line in wire.labelled(echoes[0]):
+            print(f"  {line}")
+        inner = echoes[0][(echoes[0][0] & 0x0F) * 4 + 8:]
+        print(f"  -d decoded those inner bytes as: {describe_packet(inner)}")
+    elif sent:  # with the exercises' options: the largest of a's datagrams, an echo request
+        packet = max(sent, key=len)
+        header = (packet[0] & 0x0F) * 4 + 8
+        print(f"  outer IPv4 and UDP headers ({header} bytes), added by a's kernel:")
+        print("\n".join("  " + row for row in wire.hex_rows(packet[:header])))
+        print(f"  UDP payload ({len(packet) - header} bytes), as a's tinyvpn sent it:")
+        print("\n".join("  " + row for row in wire.hex_rows(packet[header:])))
+        inner = socket.inet_aton(TUNNEL["a"][0]) + socket.inet_aton(TUNNEL["b"][0])
+        print("  The inner addresses 198.51.100.1 -> 198.51.100.2 (c6 33 64 01 c6 33 64 02) are "
+              + ("in it, in the clear." if inner in packet else "nowhere in it."))
 
 
 def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
@@ -109,8 +126,13 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
              TUNNEL["a"][0], TUNNEL["b"][0]]
     show(forge)
     netns.sh(*forge)
-    netns.wait_for(lambda: "id=28013" in netns.output(hosts, "tinyvpn-a"),
-                   "b's answer to mallory's packet to reach a")
+    try:
+        netns.wait_for(lambda: "id=28013" in netns.output(hosts, "tinyvpn-a"),
+                       "b's answer to mallory's packet to reach a", timeout=3)
+    except TimeoutError:  # with the exercises' --key
+        show_new_lines(hosts, seen, sides="ba")
+        print("\n  No answer reached a: b's tinyvpn dropped mallory's datagram (see its line).")
+        return
     show_new_lines(hosts, seen, sides="ba")
     print(f"""
   b's tinyvpn took the datagram from {MALLORY}, as it takes any datagram, and wrote the packet
@@ -144,6 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description="A tinyvpn tunnel between two network namespaces, on one machine.")
     parser.add_argument("--keep", action="store_true", help="keep the tunnel up until Ctrl-C")
+    parser.add_argument("--options", default="", metavar="'OPTIONS'",
+                        help="more options for both tinyvpns, e.g. '--key FILE' (the exercises)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("demo: run as root: it creates network namespaces and TUN interfaces")
@@ -152,7 +176,7 @@ def main() -> None:
         sys.exit(f"demo: {' and '.join(missing)} missing: apt-get install iproute2 iputils-ping")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM as on Ctrl-C
     try:
-        demo(args.keep)
+        demo(args.keep, shlex.split(args.options))
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything was removed", file=sys.stderr)
 

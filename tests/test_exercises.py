@@ -203,3 +203,17 @@ def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
                          env=environment, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:]
     assert " passed" in run.stdout.splitlines()[-1] and "skipped" not in run.stdout
+
+
+def test_the_demo_with_a_key_shows_mallory_dropped_and_the_cable_unreadable(
+        root: None, solved: Iterator, tmp_path: Path) -> None:
+    key = tmp_path / "tinyvpn.key"
+    key.write_bytes(os.urandom(32))
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}  # type: ignore[operator]
+    demo = subprocess.run([sys.executable, str(TESTS / "demo.py"), "--options", f"--key {key}"],
+                          env=environment, capture_output=True, text=True, timeout=90)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "3 packets transmitted, 3 received" in demo.stdout
+    assert "(from 192.0.2.3:" in demo.stdout and "DROPPED: no valid tag" in demo.stdout
+    assert "No answer reached a: b's tinyvpn dropped mallory's datagram" in demo.stdout
+    assert "198.51.100.2 (c6 33 64 01 c6 33 64 02) are nowhere in it." in demo.stdout

@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
-"""What crosses the cable, for the demo: catch one tunnel datagram, label its bytes, and forge
-one as an attacker would. Standard library only.
+"""What crosses the cable, for the demo and the exercises: record datagrams, label their bytes,
+and forge or replay them as an attacker would. Standard library only.
 
-    python3 tests/wire.py catch INTERFACE         print the first datagram to UDP port 5000
-                                                  that carries an ICMP echo request, in hex
     python3 tests/wire.py forge HOST SOURCE DESTINATION
                                                   send HOST:5000 one datagram holding an echo
                                                   request from SOURCE to DESTINATION
@@ -23,21 +21,6 @@ import time
 
 PORT = 5000
 IPV4, UDP, ICMP, ECHO_REQUEST = 0x0800, 17, 1, 8  # EtherType, protocol numbers, ICMP type
-
-
-def catch(interface: str) -> None:
-    """Print (in hex) the first datagram seen on `interface` that carries a ping to tinyvpn."""
-    # A packet socket sees every IPv4 packet the interface carries, whoever it is for;
-    # SOCK_DGRAM strips the Ethernet header, so each read starts at the IP header. Needs root.
-    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(IPV4)) as tap:
-        tap.bind((interface, IPV4))
-        tap.settimeout(20)
-        print("listening", flush=True)
-        while True:
-            packet = tap.recv(65535)
-            if carries_echo_request(packet):
-                print(packet.hex(), flush=True)
-                return
 
 
 def carries_echo_request(packet: bytes) -> bool:
@@ -156,4 +139,4 @@ def send(host: str, *payloads: str) -> None:
 
 
 if __name__ == "__main__":
-    {"catch": catch, "forge": forge, "record": record, "send": send}[sys.argv[1]](*sys.argv[2:])
+    {"forge": forge, "record": record, "send": send}[sys.argv[1]](*sys.argv[2:])
