@@ -407,7 +407,7 @@ class Log:
         self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
             ("tun->net", "net->tun")
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
-        self.dropped: collections.Counter[str] = collections.Counter()  # "write EIO" -> count
+        self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
 
     def sent(self, packet: memoryview) -> None:
         """A packet read from the local end, on its way to the peer."""
@@ -447,7 +447,8 @@ class Log:
 
 
 def refused(what: str, error: OSError) -> str:
-    """Why -d says a packet was dropped, when the kernel refused it: 'write EIO'."""
+    """Why -d says a packet was dropped when the kernel refused it: 'write EIO (Input/output
+    error)'."""
     return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
 
 

@@ -26,9 +26,11 @@ from netns import (
     has_interface,
     output,
     run,
+    sh,
     start,
     start_tinyvpn,
     stop,
+    tunnel_commands,
     wait_for,
 )
 from traffic import ping, tcp_transfer, udp_burst
@@ -106,6 +108,22 @@ def test_a_datagram_that_is_not_ip_is_dropped_and_the_tunnel_goes_on(hosts: Host
     assert "net->tun     16 B  not an IP packet   (from 192.0.2.1:" in b
     assert "DROPPED: write EINVAL (Invalid argument)" in b
     assert "dropped: write EINVAL (Invalid argument) 1" in b
+
+
+def test_a_packet_that_cannot_be_sent_is_shown_dropped_and_counted(hosts: Hosts) -> None:
+    # 203.0.113.9 (a documentation address) has no route in a: every sendto() fails at once.
+    a = start_tinyvpn(hosts, "a", "-d", peer="203.0.113.9")
+    for command in tunnel_commands(hosts, "a"):
+        sh(*command)
+    run(hosts, "a", "ping", "-c", "1", "-W", "1", B_IPV4, check=False)
+    assert stop(a) == 0
+    lines = output(hosts, "tinyvpn-a").splitlines()
+    request = "tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request"
+    read = lines.index(next(line for line in lines if line.startswith(request)))
+    # The line for the packet read, then one for the send that failed.
+    assert lines[read + 1].startswith(request)
+    assert lines[read + 1].endswith("DROPPED: send ENETUNREACH (Network is unreachable)")
+    assert "dropped: send ENETUNREACH (Network is unreachable) " in lines[-1]
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
