@@ -141,7 +141,8 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
   sent TCP to any service on b that trusts the tunnel's addresses.
   A real VPN stops this: every packet carries a tag made with a key only the peers share, and
   one without a valid tag is dropped; the inner source address must be one that peer may use
-  (WireGuard's cryptokey routing); and a counter in each packet stops replays.""")
+  (WireGuard's cryptokey routing); and a counter in each packet stops replays.
+  Build them yourself: the exercises in tests/exercises/README.md.""")
 
 
 def keep_up(hosts: Hosts, seen: dict) -> None:
