@@ -20,7 +20,7 @@ import sys
 import time
 
 PORT = 5000
-IPV4, UDP, ICMP, ECHO_REQUEST = 0x0800, 17, 1, 8  # EtherType, protocol numbers, ICMP type
+UDP, ICMP, ECHO_REQUEST = 17, 1, 8  # IP protocol numbers, ICMP type
 
 
 def carries_echo_request(packet: bytes) -> bool:
@@ -114,7 +114,8 @@ def record(interface: str) -> None:
                     continue
                 raise
             gso_type, gso_size = struct.unpack("=xBxxHxxxx", frame[:10])
-            packet = frame[24:] if link == ETHERNET else frame[10:]
+            # After the 10-byte virtio header: a veth's 14-byte Ethernet header, then IP.
+            packet = frame[10 + 14:] if link == ETHERNET else frame[10:]
             if packet[:1] and packet[0] >> 4 in (4, 6):
                 for part in cut(packet, gso_size if gso_type == GSO_UDP_L4 else 0):
                     print(json.dumps({"time": time.time(), "out": kind == OUTGOING,
