@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import netns
+from ladder import Failed
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
 from traffic import tcp_transfer
 
@@ -42,14 +43,6 @@ WIRE = str(Path(__file__).resolve().parent / "wire.py")
 GUIDE = "tests/exercises/README.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 TAG = 16
-
-
-class Failed(Exception):
-    """A rung not solved: what happened, and what should have."""
-
-    def __init__(self, happened: str, should: str) -> None:
-        super().__init__(happened)
-        self.happened, self.should = happened, should
 
 
 # --- Watching: the cable and the TUN interfaces ------------------------------------------
