@@ -14,7 +14,8 @@ packet the kernel refuses is dropped without ending the tunnel, the local end ma
 stdout instead of a TUN, -d prints every packet, and Ctrl-C or SIGTERM ends it cleanly.
 
 Read in order: the loop, its two ends, main(). The sections after main() ("Going fast:
-batching", "What -d prints", "The command line") are refinements a first reading may skip.
+batching", "Too big for one datagram", "What -d prints", "The command line") are refinements
+a first reading may skip.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -22,6 +23,7 @@ traffic and inject packets. It is teaching material; use WireGuard for anything 
 
 import argparse
 import collections
+import contextlib
 import errno
 import fcntl
 import os
@@ -31,12 +33,14 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, NoReturn, Optional
 
 __version__ = "1.1.0"
 
-MAX_PACKET = 65535  # an IP length field is 16 bits: no packet, and no UDP datagram, is longer
+# The longest packet a TUN gives (its MTU is 65535 at most), and longer than any UDP payload.
+MAX_PACKET = 65535
 # Under load, one wake-up moves up to BATCH packets each way: fewer select() calls, and a flood
 # one way cannot starve the other way.
 BATCH = 64
@@ -74,6 +78,7 @@ class Local:
                  log: Optional["Log"]) -> None:
         self.read_fd, self.write_fd, self.log = read_fd, write_fd, log
         self.reads, self.read_size = reads, read_size  # per wake-up; bytes asked of each read
+        self.largest = read_size  # a longer packet fits in no datagram: see "Too big", below
         # The packets of one wake-up lie one after another in this buffer; none is copied later.
         self.buffer = memoryview(bytearray(2 * read_size))
 
@@ -93,6 +98,9 @@ class Local:
                 break
             if length == 0:  # end of file: only stdin ends
                 return packets or None
+            if length > self.largest:  # it would fit in no datagram: tell its sender instead
+                self.answer_too_big(self.buffer[end:end + length])
+                continue
             packets.append(self.buffer[end:end + length])
             end += length
         if self.log:  # only -d pays for counting and printing
@@ -114,6 +122,16 @@ class Local:
             return
         if self.log:
             self.log.received(packet, sender)
+
+    def answer_too_big(self, packet: memoryview) -> None:
+        """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
+        answer = too_big(packet, self.largest)
+        if answer:  # into the TUN, as if a router sent it; if refused (the interface is
+            with contextlib.suppress(OSError):  # down), the sender hears nothing, as before
+                os.write(self.write_fd, answer)
+        if self.log:
+            self.log.sent(packet)
+            self.log.not_sent(packet, f"over {self.largest} B: answered 'too big'")
 
 
 IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
@@ -167,8 +185,11 @@ def open_tun(name: str) -> int:
         if error.errno == errno.EPERM:
             fail(no_permission)
         if error.errno == errno.EBUSY:
-            fail(f"interface {name} is busy: another program has it open, or it is not a TUN "
-                 "device; choose another INTERFACE name")
+            fail(f"interface {name} is busy: another program has it open; stop it, or choose "
+                 "another INTERFACE name")
+        if error.errno == errno.EINVAL:  # the name is taken by a device of another kind
+            fail(f"cannot create TUN interface {name}: an interface of another type (veth, "
+                 "TAP, ...) has that name; choose another INTERFACE name")
         fail(f"cannot create TUN interface {name}: {error.strerror}")
     return fd
 
@@ -209,6 +230,7 @@ class Network:
                                                          socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
+            # The buffer holds the longest UDP payload (65,527 bytes, over IPv6): never cut.
             yield self.buffer[:length], sender
 
 
@@ -227,7 +249,8 @@ def open_udp_socket(port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         everywhere = "0.0.0.0"
     # Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
-    # that finds it full is dropped. The kernel caps this at sysctl net.core.rmem_max.
+    # that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max,
+    # then doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
@@ -268,12 +291,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     log = Log(stdio) if args.d else None
     try:
         if stdio:  # stdin stays blocking, so it is read once per wake-up
+            for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+                if stream is None:  # started with <&- or >&-: Python has no stream for it
+                    fail(f"stdio mode needs {name}, but it is closed")
             local = Local(sys.stdin.fileno(), sys.stdout.fileno(), 1, MAX_UDP_PAYLOAD, log)
         else:
             tun = open_tun(args.interface)
             local = Local(tun, tun, BATCH, MAX_PACKET, log)
         sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
         peer = resolve_peer(args.peer, args.port, sock.family)
+        local.largest = min(local.largest, largest_payload(peer))
         relay(local, (BatchingNetwork if can_batch(sock) else Network)(sock, peer, log), signals)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
@@ -283,7 +310,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
         fail(error.strerror or str(error))
     if log:
-        print(log.summary(), file=sys.stderr, flush=True)
+        log.goodbye()
     return 0
 
 
@@ -310,8 +337,12 @@ def stop_on_signals() -> int:
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-GSO_MAX_SEGMENTS = 64  # linux/udp.h UDP_MAX_SEGMENTS: one sendmsg() makes 64 datagrams at most
+# linux/udp.h UDP_MAX_SEGMENTS: the most datagrams one sendmsg() may make. 64 until 2024, when
+# Linux 6.9 raised it to 128; 64 works on every kernel, and 65,507 bytes cap a run first anyway
+# for packets over 1 KiB.
+GSO_MAX_SEGMENTS = 64
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that control message: one int
+RETRY_GLUED = 1.0  # seconds: a refused batch size costs one refused call a second at most
 
 
 def can_batch(sock: socket.socket) -> bool:
@@ -332,9 +363,12 @@ class BatchingNetwork(Network):
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         super().__init__(sock, peer, log)
         # The kernel refuses a batch whose datagrams, with their headers, exceed the path MTU
-        # (EINVAL), or a device that cannot checksum them (EIO): either way a refused size will
-        # be refused again, so runs of that size or larger are sent one by one from then on.
+        # (EMSGSIZE; older kernels said EINVAL), or (EIO, before Linux 6.11) one for a device that
+        # cannot checksum it. Runs of that size or larger then go one by one, until
+        # RETRY_GLUED seconds later: the path MTU may have come back up (a route changed, or
+        # one learned from ICMP expired).
         self.largest_glued = MAX_PACKET
+        self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -347,9 +381,11 @@ class BatchingNetwork(Network):
     def send_glued(self, run: list[memoryview]) -> None:
         """Send `run` with one sendmsg(); if the kernel refuses, one datagram at a time."""
         size = len(run[0])
-        if size > self.largest_glued:  # refused before, and would be again
-            super().send(run)
-            return
+        if size > self.largest_glued:  # refused before
+            if time.monotonic() < self.retry_at:  # not long ago: one by one still
+                super().send(run)
+                return
+            self.largest_glued = MAX_PACKET  # time to ask the kernel again
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams.
             self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
@@ -357,16 +393,21 @@ class BatchingNetwork(Network):
         except OSError as error:  # refused whole: nothing of it was sent
             if error.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
                 self.largest_glued = size - 1
+                self.retry_at = time.monotonic() + RETRY_GLUED
             super().send(run)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
         """The datagrams waiting, each with its sender; one read may hold several of them."""
         for _ in range(BATCH):
             try:
-                length, control, _, sender = self.sock.recvmsg_into(
+                length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
+            if flags & socket.MSG_TRUNC:  # longer than the buffer: never write half a packet
+                if self.log:
+                    self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
+                continue
             if not control:  # one datagram
                 yield self.buffer[:length], sender
                 continue
@@ -396,13 +437,71 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
         yield run
 
 
+# --- Too big for one datagram: path MTU discovery ------------------------------------------
+# A UDP datagram carries at most 65,507 bytes over IPv4 (65,535 - 20 - 8) and 65,527 over IPv6
+# (whose length field leaves out its 40-byte header). A TUN's MTU may be 65,535, so a packet
+# read from it may fit in no datagram. A router that cannot forward a packet because it is too
+# big drops it and tells the sender, in an ICMP message, the largest size that fits: IPv4
+# "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel
+# remembers that size for the destination, its path MTU (for 10 minutes: sysctl
+# net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. This is path MTU
+# discovery. tinyvpn does what a router does: it writes that message into the TUN, as if it
+# came from the packet's destination.
+
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
+
+
+def largest_payload(peer: Address) -> int:
+    """The most bytes one UDP datagram to `peer` can carry."""
+    ipv4 = "." in peer[0]  # 192.0.2.1, or ::ffff:192.0.2.1 on an IPv6 socket
+    return 65535 - 20 - 8 if ipv4 else 65535 - 8
+
+
+def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
+    """The ICMP message, in its IP packet, telling the sender of `packet` that `mtu` bytes
+    fit; None if `packet` is not IP."""
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:  # type 3 code 4, then 2 unused bytes and the MTU
+        message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
+        return ip_header(4, bytes(packet[16:20]), bytes(packet[12:16]), with_checksum(message))
+    if version == 6 and len(packet) >= 40:  # type 2 code 0, then the MTU on 4 bytes
+        source, destination = bytes(packet[24:40]), bytes(packet[8:24])
+        message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
+        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
+        pseudo_header = source + destination + struct.pack("!II", len(message), ICMPV6)
+        return ip_header(6, source, destination, with_checksum(message, pseudo_header))
+    return None
+
+
+def ip_header(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
+    """`message` (ICMP) in an IP packet from `source` to `destination`: TTL 64, no options."""
+    if version == 4:
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
+                             source, destination)
+        return with_checksum(header, checksum_at=10) + message
+    return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
+                       destination) + message
+
+
+def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
+    """`data` with its Internet checksum (RFC 1071) written into its 2 bytes at
+    `checksum_at`: the ones' complement of the ones' complement sum of 16-bit words."""
+    summed = pseudo_header + data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
+
+
 # --- What -d prints ------------------------------------------------------------------------
 
 
 class Log:
-    """-d: one line on stderr for every packet, each way, and the totals at exit."""
+    """-d: one line on stderr for every packet, each way, and the totals at exit. A log never
+    takes the tunnel down: if stderr fails (a pipe whose reader left), logging stops."""
 
     def __init__(self, stdio: bool) -> None:
+        self.writing = sys.stderr is not None  # started with 2>&-: nowhere to write
         self.decode = not stdio  # TUN packets are IP, and decoded; what stdin gives is not
         self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
             ("tun->net", "net->tun")
@@ -436,7 +535,36 @@ class Log:
         line += origin
         if dropped:
             line += f"   DROPPED: {dropped}"
-        print(line, file=sys.stderr, flush=True)
+        self.write(line)
+
+    def write(self, line: str) -> None:
+        """Print `line` on stderr; if stderr fails, stop logging, and say so if it can."""
+        if not self.writing:
+            return
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError as error:
+            with contextlib.suppress(OSError):  # a broken pipe hears nothing more; a file may
+                print(f"tinyvpn: -d stops: stderr: {error.strerror}", file=sys.stderr,
+                      flush=True)
+            self.stop_writing()
+
+    def stop_writing(self) -> None:
+        """Write no more; what stderr's buffer still holds goes nowhere, even at exit."""
+        self.writing = False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+
+    def goodbye(self) -> None:
+        """Print the summary, but give up after a second if stderr will not take it (a pipe
+        that nobody reads): Ctrl-C or SIGTERM must always end tinyvpn."""
+        signal.signal(signal.SIGALRM, signal.default_int_handler)
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        try:
+            self.write(self.summary())
+        except KeyboardInterrupt:  # the second went by
+            self.stop_writing()
+        finally:
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
 
     def summary(self) -> str:
         """Packets and bytes each way, and the packets dropped by reason."""
