@@ -9,10 +9,12 @@ process. The others run two tinyvpn instances in two namespaces (see netns.py).
 
 import socket
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from netns import TINYVPN, TUNNEL, Hosts, bring_up_tunnel, start_tinyvpn
+from netns import TINYVPN, TUNNEL, UNDERLAY, Hosts, bring_up_tunnel, run, start_tinyvpn
 from traffic import ping, tcp_transfer, udp_burst
 
 import tinyvpn
@@ -75,6 +77,33 @@ def test_the_kernel_cuts_one_sendmsg_into_datagrams_and_gro_glues_them_back() ->
     assert got == [(bytes(packet), origin) for packet in sent]
 
 
+class Dropped:
+    """Stands in for -d's Log: keeps the reason of every datagram dropped."""
+
+    def __init__(self) -> None:
+        self.reasons: list = []
+
+    def received(self, packet: memoryview, sender: tuple, dropped: str = "") -> None:
+        self.reasons.append(dropped)
+
+
+def test_a_datagram_longer_than_the_buffer_is_dropped_never_cut(
+        receiver: socket.socket) -> None:
+    # tinyvpn's buffer holds any UDP payload; a smaller one stands in for a datagram that
+    # would not fit (MSG_TRUNC). Half a packet must never reach the TUN.
+    with tinyvpn.open_udp_socket(0) as sock:
+        log = Dropped()
+        network = tinyvpn.BatchingNetwork(sock, (), log)  # type: ignore[arg-type]
+        network.buffer = memoryview(bytearray(1000))
+        port = sock.getsockname()[1]
+        receiver.sendto(b"x" * 1001, ("127.0.0.1", port))
+        receiver.sendto(b"y" * 1000, ("127.0.0.1", port))
+        time.sleep(0.1)
+        got = [bytes(packet) for packet, _ in network.receive()]
+    assert got == [b"y" * 1000]  # the one that fits, whole
+    assert log.reasons == ["truncated (MSG_TRUNC)"]
+
+
 @pytest.mark.parametrize("sizes, runs", [
     ([100, 100, 100], [[100, 100, 100]]),
     ([100, 100, 60, 100], [[100, 100, 60], [100]]),  # a shorter packet ends a run
@@ -130,3 +159,32 @@ def test_a_tinyvpn_that_batches_and_one_that_does_not_understand_each_other(
     for source, sink in ("ab", "ba"):
         sent, received, _ = tcp_transfer(hosts, 4 * 1024 * 1024, source, sink)
         assert received == sent
+
+
+def packets_sent_on_the_cable(hosts: Hosts) -> int:
+    """How many packets a's end of the veth cable has sent: a batch the kernel took whole
+    crosses a veth as one (it is cut into datagrams only where it must be: never, here)."""
+    statistics = Path(f"/sys/class/net/{hosts.prefix}v/statistics/tx_packets")
+    return int(run(hosts, "a", "cat", str(statistics)).stdout)
+
+
+def test_batching_comes_back_after_the_path_mtu_does_and_nothing_is_lost(hosts: Hosts) -> None:
+    a = start_tinyvpn(hosts, "a")
+    start_tinyvpn(hosts, "b")
+    bring_up_tunnel(hosts)  # TUN MTU 1400: a full packet and its headers, 1428 bytes, fit
+    sizes = [1372] * 20  # IP packets of 1400 bytes, a TUN MTU's worth
+    # For a while the path to b carries 1300 bytes at most: the kernel refuses to glue the
+    # 1428-byte datagrams, and tinyvpn sends them one by one, each cut into two fragments.
+    narrow = ("route", "add", f"{UNDERLAY['b'][0]}/32", "dev", f"{hosts.prefix}v", "mtu", "1300")
+    run(hosts, "a", "ip", *narrow)
+    before = packets_sent_on_the_cable(hosts)
+    assert udp_burst(hosts, sizes, paused=a) == [[size, i, True] for i, size in enumerate(sizes)]
+    assert packets_sent_on_the_cable(hosts) - before >= 2 * len(sizes)
+    # The path is back. A moment later, the same burst leaves in one sendmsg() again.
+    run(hosts, "a", "ip", "route", "delete", f"{UNDERLAY['b'][0]}/32")
+    time.sleep(tinyvpn.RETRY_GLUED + 0.5)
+    before = packets_sent_on_the_cable(hosts)
+    assert udp_burst(hosts, sizes, paused=a) == [[size, i, True] for i, size in enumerate(sizes)]
+    sent = packets_sent_on_the_cable(hosts) - before
+    print(f"{len(sizes)} datagrams crossed the cable as {sent} packets")
+    assert sent < len(sizes) // 2

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,51 @@ def test_two_instances_in_two_namespaces_talk_both_ways(hosts: netns.Hosts, fami
                    "a's line at b")
     netns.wait_for(lambda: netns.output(hosts, "tinyvpn-a", "out") == "hello from b\n",
                    "b's line at a")
+
+
+@pytest.mark.parametrize("closed, name", [("<&-", "stdin"), (">&-", "stdout")])
+def test_stdin_or_stdout_closed_at_start_is_one_line_not_a_traceback(closed: str,
+                                                                     name: str) -> None:
+    result = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", sys.executable,
+                             str(TINYVPN), "stdio", "127.0.0.1", str(free_port())],
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 1
+    assert result.stderr == f"tinyvpn: stdio mode needs {name}, but it is closed\n"
+
+
+def test_a_log_whose_reader_left_stops_and_the_tunnel_goes_on() -> None:
+    # Like `tinyvpn -d ... 2>&1 | head -n 2`: the reader of stderr goes away, and each -d
+    # line after that would raise BrokenPipeError.
+    process = start_looped(free_port(), subprocess.PIPE)
+    process.stderr.close()  # type: ignore[union-attr]
+    for line in (b"first\n", b"second\n", b"third\n"):
+        process.stdin.write(line)  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
+        assert read_exactly(process.stdout, len(line)) == line
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(5) == 0
+
+
+def test_sigterm_ends_it_at_once_even_when_nobody_reads_its_log() -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(TINYVPN), "-d", "stdio", "127.0.0.1",
+                                str(port)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    STARTED.append(process)
+    netns.wait_for(lambda: netns.udp_port_bound(process.pid, port), "tinyvpn to bind its port")
+    # Datagrams from a stranger: one -d line each, until the stderr pipe is full and the
+    # next line blocks tinyvpn.
+    full = fcntl.fcntl(process.stderr, 1032)  # F_GETPIPE_SZ: the pipe's size in bytes
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        for _ in range(full // 40):  # each line is longer than 40 bytes
+            stranger.sendto(b"x", ("127.0.0.1", port))
+    netns.wait_for(lambda: waiting_in(process.stderr) > full - 100, "the stderr pipe to fill")
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(5) == 0
+    print(f"SIGTERM ended tinyvpn in {time.monotonic() - started:.2f} s")
+
+
+def waiting_in(pipe: object) -> int:
+    """How many bytes wait in `pipe` (FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(pipe, termios.FIONREAD, bytes(4)), sys.byteorder)

@@ -7,6 +7,7 @@ without it (see conftest.py).
 """
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import skip_or_fail
 from netns import (
+    OTHER,
     TINYVPN,
     TUNNEL,
     UNDERLAY,
@@ -150,6 +152,17 @@ def test_a_second_instance_on_the_same_interface_is_told_it_is_busy(hosts: Hosts
     assert second.stderr.startswith(f"tinyvpn: interface {hosts.tun} is busy: ")
 
 
+def test_an_interface_of_another_type_with_the_name_is_explained(hosts: Hosts) -> None:
+    run(hosts, "a", "ip", "link", "add", hosts.tun, "type", "veth", "peer", "name",
+        f"{hosts.prefix}p")
+    result = run(hosts, "a", sys.executable, str(TINYVPN), hosts.tun, "192.0.2.2", "5000",
+                 check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"tinyvpn: cannot create TUN interface {hosts.tun}: an interface "
+                             "of another type (veth, TAP, ...) has that name; choose another "
+                             "INTERFACE name\n")
+
+
 def test_deleting_the_interface_under_it_ends_it_with_a_message(hosts: Hosts) -> None:
     a = start_tinyvpn(hosts, "a", "-d")
     start_tinyvpn(hosts, "b")
@@ -230,3 +243,30 @@ def test_without_root_on_a_persistent_tun_owned_by_the_user(hosts: Hosts,
     ping(hosts, B_IPV4)
     device_after = os.stat("/dev/net/tun")
     assert stat.filemode(device_after.st_mode) == stat.filemode(device_before.st_mode)
+
+
+# --- Path MTU discovery: a packet too big for one datagram ---------------------------------
+
+
+@pytest.mark.parametrize("family, largest", [(0, 65507), (1, 65527)],
+                         ids=["IPv4 underlay", "IPv6 underlay"])
+def test_at_tun_mtu_65535_a_packet_too_big_for_a_datagram_is_answered_and_tcp_goes_on(
+        hosts: Hosts, family: int, largest: int) -> None:
+    for side in "ab":
+        start_tinyvpn(hosts, side, peer=UNDERLAY[OTHER[side]][family])
+    bring_up_tunnel(hosts, mtu=65535)
+    # One byte more than a datagram carries: 20 + 8 + (largest - 27) bytes, DF set.
+    result = run(hosts, "a", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(largest - 27),
+                 B_IPV4, check=False)
+    assert f"From {B_IPV4} icmp_seq=1 Frag needed and DF set (mtu = {largest})" in result.stdout
+    result = run(hosts, "a", "ping", "-c", "1", "-W", "2", "-s", str(largest - 47), B_IPV6,
+                 check=False)
+    assert f"From {B_IPV6} icmp_seq=1 Packet too big: mtu={largest}" in result.stdout
+    # a's kernel remembers the size for each destination, for 10 minutes.
+    for address in (B_IPV4, B_IPV6):
+        route = run(hosts, "a", "ip", "route", "get", address).stdout
+        remembered = re.search(rf"expires (\d+)sec mtu {largest}\b", route)
+        assert remembered and 590 <= int(remembered[1]) <= 600, route
+    # TCP's segments, 65535 bytes at first, shrink to fit: the transfer goes on at full speed.
+    sent, received, _ = tcp_transfer(hosts, 32 * 1024 * 1024)
+    assert received == sent
