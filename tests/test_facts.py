@@ -7,6 +7,7 @@ joined by a 1500-byte veth cable (see netns.py), and names the text that states 
 import json
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from netns import OTHER, TUNNEL, UNDERLAY, Hosts, bring_up_tunnel, run, start_tinyvpn
@@ -121,3 +122,35 @@ def test_the_largest_udp_payload(hosts: Hosts, family: int, largest: int) -> Non
     assert gso_send(hosts, family, 0, largest + 1) == "EMSGSIZE"
     peer = tinyvpn.resolve_peer(UNDERLAY["b"][family], 5000, socket.AF_INET6)  # as main() does
     assert tinyvpn.largest_payload(peer) == largest
+
+
+def test_ping_checks_the_tun_mtu_as_the_readme_says(hosts: Hosts) -> None:
+    # README, "MTU": at TUN MTU 1400, -s 1372 crosses and -s 1373 is refused before leaving.
+    for side in "ab":
+        start_tinyvpn(hosts, side)
+    bring_up_tunnel(hosts, mtu=1400)
+    ping = ("ping", "-c", "1", "-W", "2", "-M", "do", "-s")
+    assert "1 received" in run(hosts, "a", *ping, "1372", TUNNEL["b"][0], check=False).stdout
+    refused = run(hosts, "a", *ping, "1373", TUNNEL["b"][0], check=False)
+    assert "local error: message too long, mtu=1400" in refused.stdout + refused.stderr
+
+
+# Run inside namespace a: creates TUN argv[1], leaves it down, writes one IPv4 header to it.
+WRITE_WHILE_DOWN = """
+import errno, sys
+sys.path.insert(0, sys.argv[2])
+import tinyvpn
+tun = tinyvpn.open_tun(sys.argv[1])
+try:
+    tinyvpn.os.write(tun, bytes([0x45]) + bytes(19))
+    print("written")
+except OSError as error:
+    print(errno.errorcode[error.errno])
+"""
+
+
+def test_a_tun_that_is_down_refuses_packets_with_eio(hosts: Hosts) -> None:
+    # README, "-d" and the demo: a packet written before the interface is up: write EIO.
+    result = run(hosts, "a", sys.executable, "-c", WRITE_WHILE_DOWN, hosts.tun,
+                 str(Path(tinyvpn.__file__).parent))
+    assert result.stdout == "EIO\n"
