@@ -10,11 +10,12 @@ move it across, one IP packet in one UDP datagram.
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
 relay() below is that loop. Around it: a wake-up moves every packet waiting (up to a batch), a
-packet the kernel refuses is dropped without ending the tunnel, the local end may be stdin and
-stdout instead of a TUN, -d prints every packet, and Ctrl-C or SIGTERM ends it cleanly.
+packet the kernel refuses is dropped without ending the tunnel, one too big for a datagram is
+answered as a router would, the local end may be stdin and stdout instead of a TUN, -d prints
+every packet, and Ctrl-C or SIGTERM ends it cleanly.
 
 Read in order: the loop, its two ends, main(). The sections after main() ("Going fast:
-batching", "Too big for one datagram", "What -d prints", "The command line") are refinements
+batching", "What -d prints", "Too big for one datagram", "The command line") are refinements
 a first reading may skip.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
@@ -23,7 +24,6 @@ traffic and inject packets. It is teaching material; use WireGuard for anything 
 
 import argparse
 import collections
-import contextlib
 import errno
 import fcntl
 import os
@@ -35,6 +35,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any, NoReturn, Optional
 
 __version__ = "1.1.0"
@@ -127,7 +128,7 @@ class Local:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
         answer = too_big(packet, self.largest)
         if answer:  # into the TUN, as if a router sent it; if refused (the interface is
-            with contextlib.suppress(OSError):  # down), the sender hears nothing, as before
+            with suppress(OSError):  # down), the sender hears nothing, as before
                 os.write(self.write_fd, answer)
         if self.log:
             self.log.sent(packet)
@@ -363,10 +364,10 @@ class BatchingNetwork(Network):
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         super().__init__(sock, peer, log)
         # The kernel refuses a batch whose datagrams, with their headers, exceed the path MTU
-        # (EMSGSIZE; older kernels said EINVAL), or (EIO, before Linux 6.11) one for a device that
-        # cannot checksum it. Runs of that size or larger then go one by one, until
-        # RETRY_GLUED seconds later: the path MTU may have come back up (a route changed, or
-        # one learned from ICMP expired).
+        # (EMSGSIZE; EINVAL on older kernels), and before Linux 6.11 one for a device that
+        # cannot checksum it (EIO). Runs of that size or larger then go one by one until
+        # RETRY_GLUED seconds later, when the kernel is asked again: the path MTU may have
+        # come back up (a route changed, or one learned from ICMP expired).
         self.largest_glued = MAX_PACKET
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
@@ -437,62 +438,6 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
         yield run
 
 
-# --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A UDP datagram carries at most 65,507 bytes over IPv4 (65,535 - 20 - 8) and 65,527 over IPv6
-# (whose length field leaves out its 40-byte header). A TUN's MTU may be 65,535, so a packet
-# read from it may fit in no datagram. A router that cannot forward a packet because it is too
-# big drops it and tells the sender, in an ICMP message, the largest size that fits: IPv4
-# "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel
-# remembers that size for the destination, its path MTU (for 10 minutes: sysctl
-# net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. This is path MTU
-# discovery. tinyvpn does what a router does: it writes that message into the TUN, as if it
-# came from the packet's destination.
-
-ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
-
-
-def largest_payload(peer: Address) -> int:
-    """The most bytes one UDP datagram to `peer` can carry."""
-    ipv4 = "." in peer[0]  # 192.0.2.1, or ::ffff:192.0.2.1 on an IPv6 socket
-    return 65535 - 20 - 8 if ipv4 else 65535 - 8
-
-
-def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
-    """The ICMP message, in its IP packet, telling the sender of `packet` that `mtu` bytes
-    fit; None if `packet` is not IP."""
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:  # type 3 code 4, then 2 unused bytes and the MTU
-        message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
-        return ip_header(4, bytes(packet[16:20]), bytes(packet[12:16]), with_checksum(message))
-    if version == 6 and len(packet) >= 40:  # type 2 code 0, then the MTU on 4 bytes
-        source, destination = bytes(packet[24:40]), bytes(packet[8:24])
-        message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
-        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
-        pseudo_header = source + destination + struct.pack("!II", len(message), ICMPV6)
-        return ip_header(6, source, destination, with_checksum(message, pseudo_header))
-    return None
-
-
-def ip_header(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
-    """`message` (ICMP) in an IP packet from `source` to `destination`: TTL 64, no options."""
-    if version == 4:
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
-                             source, destination)
-        return with_checksum(header, checksum_at=10) + message
-    return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
-                       destination) + message
-
-
-def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
-    """`data` with its Internet checksum (RFC 1071) written into its 2 bytes at
-    `checksum_at`: the ones' complement of the ones' complement sum of 16-bit words."""
-    summed = pseudo_header + data + b"\0" * (len(data) % 2)
-    total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
-
-
 # --- What -d prints ------------------------------------------------------------------------
 
 
@@ -544,7 +489,7 @@ class Log:
         try:
             print(line, file=sys.stderr, flush=True)
         except OSError as error:
-            with contextlib.suppress(OSError):  # a broken pipe hears nothing more; a file may
+            with suppress(OSError):  # a broken pipe hears nothing more; a file may
                 print(f"tinyvpn: -d stops: stderr: {error.strerror}", file=sys.stderr,
                       flush=True)
             self.stop_writing()
@@ -647,6 +592,64 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     if protocol in (ICMP, TCP, UDP, ICMPV6):
         return f"{name}, truncated header"
     return name
+
+
+# --- Too big for one datagram: path MTU discovery ------------------------------------------
+# A UDP datagram carries at most 65,507 bytes over IPv4 (65,535 - 20 - 8) and 65,527 over IPv6
+# (whose length field leaves out its 40-byte header). A TUN's MTU may be 65,535, so a packet
+# read from it may fit in no datagram. A router that cannot forward a packet because it is too
+# big drops it and tells the sender, in an ICMP message, the largest size that fits: IPv4
+# "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel
+# remembers that size for the destination, its path MTU (for 10 minutes: sysctl
+# net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. This is path MTU
+# discovery. tinyvpn does what a router does: it writes that message into the TUN, as if it
+# came from the packet's destination.
+
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
+
+
+def largest_payload(peer: Address) -> int:
+    """The most bytes one UDP datagram to `peer` can carry."""
+    ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
+    return 65535 - 20 - 8 if ipv4 else 65535 - 8
+
+
+def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
+    """The ICMP message, in its IP packet, telling the sender of `packet` that `mtu` bytes
+    fit; None if `packet` is not IP."""
+    # The answer goes from the packet's destination back to its source.
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:  # type 3 code 4, then 2 unused bytes and the MTU
+        source, destination = bytes(packet[16:20]), bytes(packet[12:16])
+        message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
+        return ip_header(4, source, destination, with_checksum(message))
+    if version == 6 and len(packet) >= 40:  # type 2 code 0, then the MTU on 4 bytes
+        source, destination = bytes(packet[24:40]), bytes(packet[8:24])
+        message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
+        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
+        pseudo_header = source + destination + struct.pack("!II", len(message), ICMPV6)
+        return ip_header(6, source, destination, with_checksum(message, pseudo_header))
+    return None
+
+
+def ip_header(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
+    """`message` (ICMP) in an IP packet from `source` to `destination`: TTL 64, no options."""
+    if version == 4:
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
+                             source, destination)
+        return with_checksum(header, checksum_at=10) + message
+    return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
+                       destination) + message
+
+
+def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
+    """`data` with its Internet checksum (RFC 1071) written into its 2 bytes at
+    `checksum_at`: the ones' complement of the ones' complement sum of 16-bit words."""
+    summed = pseudo_header + data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
 
 
 # --- The command line ----------------------------------------------------------------------
