@@ -20,6 +20,7 @@ import pytest
 from conftest import skip_or_fail
 from netns import (
     OTHER,
+    PORT,
     TINYVPN,
     TUNNEL,
     UNDERLAY,
@@ -32,7 +33,9 @@ from netns import (
     start,
     start_tinyvpn,
     stop,
+    tinyvpn_command,
     tunnel_commands,
+    udp_port_bound,
     wait_for,
 )
 from traffic import ping, tcp_transfer, udp_burst
@@ -142,6 +145,23 @@ def test_a_signal_under_load_exits_0_and_removes_the_interface(hosts: Hosts, how
     assert "tinyvpn: sent " in output(hosts, "tinyvpn-a").splitlines()[-1]  # the summary, last
     assert not has_interface(hosts, "a", hosts.tun)
     stop(flood)
+
+
+def test_a_log_whose_reader_left_does_not_take_the_tunnel_down(hosts: Hosts) -> None:
+    # tinyvpn -d ... 2>&1 | head -n 2: after two lines nobody reads stderr any more.
+    a = subprocess.Popen(tinyvpn_command(hosts, "a", "-d"), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    hosts.processes.append(a)  # ended by two_hosts(), whatever happens
+    wait_for(lambda: udp_port_bound(a.pid, PORT), "tinyvpn to bind its port")
+    start_tinyvpn(hosts, "b")
+    bring_up_tunnel(hosts)
+    ping(hosts, B_IPV4, count=1)
+    a.stderr.readline()  # type: ignore[union-attr]
+    a.stderr.readline()  # type: ignore[union-attr]
+    a.stderr.close()  # type: ignore[union-attr]
+    ping(hosts, B_IPV4)  # each packet would print a line, into a pipe nobody reads
+    assert a.poll() is None and has_interface(hosts, "a", hosts.tun)
+    assert stop(a) == 0
 
 
 def test_a_second_instance_on_the_same_interface_is_told_it_is_busy(hosts: Hosts) -> None:
