@@ -338,9 +338,9 @@ def stop_on_signals() -> int:
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-# linux/udp.h UDP_MAX_SEGMENTS: the most datagrams one sendmsg() may make. 64 until 2024, when
-# Linux 6.9 raised it to 128; 64 works on every kernel, and 65,507 bytes cap a run first anyway
-# for packets over 1 KiB.
+# linux/udp.h UDP_MAX_SEGMENTS: the most datagrams one sendmsg() may make. 64 until Linux 6.9
+# (2024; some older series got it in stable updates) raised it to 128. 64 works on every
+# kernel, and for packets over 1 KiB, 65,507 bytes cap a run first anyway.
 GSO_MAX_SEGMENTS = 64
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that control message: one int
 RETRY_GLUED = 1.0  # seconds: a refused batch size costs one refused call a second at most
@@ -364,7 +364,7 @@ class BatchingNetwork(Network):
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         super().__init__(sock, peer, log)
         # The kernel refuses a batch whose datagrams, with their headers, exceed the path MTU
-        # (EMSGSIZE; EINVAL on older kernels), and before Linux 6.11 one for a device that
+        # (EMSGSIZE; EINVAL before 2025), and before Linux 6.11 one for a device that
         # cannot checksum it (EIO). Runs of that size or larger then go one by one until
         # RETRY_GLUED seconds later, when the kernel is asked again: the path MTU may have
         # come back up (a route changed, or one learned from ICMP expired).
