@@ -212,7 +212,7 @@ def test_sigterm_ends_it_at_once_even_when_nobody_reads_its_log() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         for _ in range(full // 40):  # each line is longer than 40 bytes
             stranger.sendto(b"x", ("127.0.0.1", port))
-    netns.wait_for(lambda: waiting_in(process.stderr) > full - 100, "the stderr pipe to fill")
+    netns.wait_for(lambda: pipe_is_full(process.stderr, full), "the stderr pipe to fill")
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(5) == 0
@@ -222,3 +222,11 @@ def test_sigterm_ends_it_at_once_even_when_nobody_reads_its_log() -> None:
 def waiting_in(pipe: object) -> int:
     """How many bytes wait in `pipe` (FIONREAD)."""
     return int.from_bytes(fcntl.ioctl(pipe, termios.FIONREAD, bytes(4)), sys.byteorder)
+
+
+def pipe_is_full(pipe: object, size: int) -> bool:
+    """Whether the writer of `pipe` is blocked: nearly `size` bytes wait (a line never spans
+    two of its 4 KiB pages, so each may keep a line's room free), and no more arrive."""
+    before = waiting_in(pipe)
+    time.sleep(0.1)
+    return before > size - size // 4096 * 100 and waiting_in(pipe) == before
