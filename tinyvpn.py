@@ -127,8 +127,8 @@ class Local:
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
         answer = too_big(packet, self.largest)
-        if answer:  # into the TUN, as if a router sent it; if refused (the interface is
-            with suppress(OSError):  # down), the sender hears nothing, as before
+        if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
+            with suppress(OSError):
                 os.write(self.write_fd, answer)
         if self.log:
             self.log.sent(packet)
@@ -600,7 +600,7 @@ def describe_transport(protocol: int, segment: bytes) -> str:
 # read from it may fit in no datagram. A router that cannot forward a packet because it is too
 # big drops it and tells the sender, in an ICMP message, the largest size that fits: IPv4
 # "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel
-# remembers that size for the destination, its path MTU (for 10 minutes: sysctl
+# remembers that size for the destination, its path MTU (for 10 minutes, by default: sysctl
 # net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. This is path MTU
 # discovery. tinyvpn does what a router does: it writes that message into the TUN, as if it
 # came from the packet's destination.
@@ -622,18 +622,18 @@ def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
     if version == 4 and len(packet) >= 20:  # type 3 code 4, then 2 unused bytes and the MTU
         source, destination = bytes(packet[16:20]), bytes(packet[12:16])
         message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
-        return ip_header(4, source, destination, with_checksum(message))
+        return ip_packet(4, source, destination, with_checksum(message))
     if version == 6 and len(packet) >= 40:  # type 2 code 0, then the MTU on 4 bytes
         source, destination = bytes(packet[24:40]), bytes(packet[8:24])
         message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
         # An ICMPv6 checksum also covers the addresses, the length and the protocol.
         pseudo_header = source + destination + struct.pack("!II", len(message), ICMPV6)
-        return ip_header(6, source, destination, with_checksum(message, pseudo_header))
+        return ip_packet(6, source, destination, with_checksum(message, pseudo_header))
     return None
 
 
-def ip_header(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
-    """`message` (ICMP) in an IP packet from `source` to `destination`: TTL 64, no options."""
+def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
+    """An IP packet holding `message` (ICMP), from `source` to `destination`: TTL 64."""
     if version == 4:
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
                              source, destination)
