@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import netns
-from ladder import Failed
+from ladder import Failed, crash, died
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
 from traffic import tcp_transfer
 
@@ -142,19 +142,38 @@ class Lab:
         try:
             process = netns.start_tinyvpn(self.hosts, side, "-d", *options,
                                           program=self.command)
-        except RuntimeError:
-            usage = netns.run(self.hosts, side, *self.command, "--help", check=False).stdout
-            unknown = [option for option in options if option.startswith("--")
-                       and not re.search(re.escape(option) + r"\b(?!-)", usage)]
-            if unknown:
-                raise Failed(f"tinyvpn has no {unknown[0]} option yet: --help does not list it",
-                             f"it understands {unknown[0]}, as the rung describes") from None
-            said = self.said(side).strip().splitlines()
-            raise Failed(f"{side}'s tinyvpn did not start with {shlex.join(options)}; it said: "
-                         f"{said[-1] if said else '(nothing)'}",
-                         "it accepts the new option and runs") from None
+        except RuntimeError:  # it exited: start_command had listed it last
+            raise self.why_not_started(side, options, self.hosts.processes[-1]) from None
         self.processes[side] = process
         return process
+
+    def why_not_started(self, side: str, options: tuple, process: subprocess.Popen) -> Failed:
+        """A program that cannot even show its --help is broken; one whose --help lacks an
+        option has not got it yet; any other that exits at start died."""
+        helped = netns.run(self.hosts, side, *self.command, "--help", check=False, timeout=10)
+        if helped.returncode != 0:
+            return crash("tinyvpn.py --help", helped.returncode, helped.stderr, when="at once",
+                         should="--help shows the usage: fix this error first")
+        unknown = [option for option in options if option.startswith("--")
+                   and not re.search(re.escape(option) + r"\b(?!-)", helped.stdout)]
+        if unknown:
+            return Failed(f"tinyvpn has no {unknown[0]} option yet: --help does not list it",
+                          f"it understands {unknown[0]}, as the rung describes")
+        return crash(f"{side}'s tinyvpn", process.returncode, self.said(side),
+                     when=f"at start, run with -d {shlex.join(options)}")
+
+    def crashed(self, grace: float = 0) -> Optional[Failed]:
+        """The first tinyvpn under test that died (and was not stopped by the check), named
+        with its error; waits up to `grace` seconds for one that may be dying."""
+        deadline = time.monotonic() + grace
+        while True:
+            for side, process in self.processes.items():
+                failure = died(f"{side}'s tinyvpn", process, self.said(side))
+                if failure:
+                    return failure
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def keyed(self, *options_of_a: str) -> Recorder:
         """Both tinyvpns with --key (a with `options_of_a` too), the tunnel up, and a ping
@@ -198,8 +217,20 @@ class Lab:
 
 @contextmanager
 def lab(program: Path, stopped_clock: bool = False) -> Iterator[Lab]:
+    """A Lab for one check. A tinyvpn that died during it is named first, whatever the check
+    saw next: a missing answer is only the symptom."""
     with netns.two_hosts() as hosts:
-        yield Lab(hosts, program, stopped_clock)
+        tunnel = Lab(hosts, program, stopped_clock)
+        try:
+            yield tunnel
+        except Exception as symptom:
+            crashed = tunnel.crashed(grace=0.3)
+            if crashed:
+                raise crashed from symptom
+            raise
+        crashed = tunnel.crashed()
+        if crashed:
+            raise crashed
 
 
 def dropped_in_summary(summary: str) -> int:
@@ -558,7 +589,7 @@ RUNGS: Sequence[tuple] = (
 
 
 def check(rung: int, program: Path) -> Optional[Failed]:
-    """Check one rung (1 to 5); None if it passes."""
+    """Check one rung (1 to len(RUNGS)); None if it passes."""
     try:
         RUNGS[rung - 1][1](program)
     except Failed as failure:
@@ -570,8 +601,9 @@ def check(rung: int, program: Path) -> Optional[Failed]:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS), choices=range(1, 6),
-                        metavar="N", help="check rungs 1 to N (default: all 5)")
+    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS),
+                        choices=range(1, len(RUNGS) + 1), metavar="N",
+                        help=f"check rungs 1 to N (default: all {len(RUNGS)})")
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
     args = parser.parse_args(argv)
@@ -593,7 +625,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  rung {rung}  {name:<13} FAILED   {took}\n"
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
-              f"      reread:        {GUIDE}, \"{section}\"", flush=True)
+              f"      reread:        {GUIDE}, \"{failure.section or section}\"", flush=True)
         print(f"Stopped at rung {rung}: {rung - 1} of {args.rungs} passed.")
         return 1
     print(f"All {args.rungs} rungs passed." if args.rungs > 1 else "Rung 1 passed.")
