@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import socket
 import struct
 import subprocess
@@ -43,6 +44,7 @@ WIRE = str(Path(__file__).resolve().parent / "wire.py")
 GUIDE = "tests/exercises/README.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 TAG = 16
+FORGET = 3  # seconds after which a's NAT, in the checks that have one, forgets a's mapping
 
 
 # --- Watching: the cable and the TUN interfaces ------------------------------------------
@@ -63,6 +65,12 @@ class Seen:
             return None
         return (socket.inet_ntoa(self.packet[12:16]), socket.inet_ntoa(self.packet[16:20]),
                 self.packet[header + 8:])
+
+    @property
+    def ports(self) -> tuple:
+        """(source port, destination port) of a UDP datagram."""
+        header = (self.packet[0] & 0x0F) * 4
+        return struct.unpack("!HH", self.packet[header:header + 4])
 
 
 class Recorder:
@@ -97,6 +105,10 @@ class Recorder:
         return [(s.time, s.udp[2]) for s in self.seen(since, until)
                 if s.udp and s.udp[0] == source and destination in ("", s.udp[1])]
 
+    def ports(self, source: str, destination: str) -> list:
+        """(source port, destination port) of each datagram from `source` to `destination`."""
+        return [s.ports for s in self.seen() if s.udp and s.udp[:2] == (source, destination)]
+
     def written(self, since: float = 0) -> list:
         """On a TUN: the packets tinyvpn wrote into it (its kernel received them)."""
         return [s.packet for s in self.seen(since) if not s.out]
@@ -125,8 +137,11 @@ STOPPED_CLOCK = ("import runpy, sys, time; time.time_ns = lambda: 1_700_000_000_
 class Lab:
     """Two hosts with the program under test on each, and what the check needs to watch."""
 
-    def __init__(self, hosts: Hosts, program: Path, stopped_clock: bool = False) -> None:
+    def __init__(self, hosts: Hosts, program: Path, stopped_clock: bool = False,
+                 nat: Optional[str] = None) -> None:
         self.hosts = hosts
+        if nat:  # a behind a home router: "kept" its port for the tunnel, "random" a new one
+            netns.add_nat(hosts, FORGET, random_ports=nat == "random")
         self.command: tuple = (sys.executable, str(program))
         if stopped_clock:
             self.command = (sys.executable, "-c", STOPPED_CLOCK, str(program))
@@ -248,11 +263,11 @@ class Lab:
 
 
 @contextmanager
-def lab(program: Path, stopped_clock: bool = False) -> Iterator[Lab]:
+def lab(program: Path, stopped_clock: bool = False, nat: Optional[str] = None) -> Iterator[Lab]:
     """A Lab for one check. A tinyvpn that died during it is named first, whatever the check
     saw next: a missing answer is only the symptom."""
     with netns.two_hosts() as hosts:
-        tunnel = Lab(hosts, program, stopped_clock)
+        tunnel = Lab(hosts, program, stopped_clock, nat)
         try:
             yield tunnel
         except Exception as symptom:
@@ -301,7 +316,7 @@ KEEPALIVE = "keep-alive"  # the word -d prints for one, as the guide writes it
 
 
 def check_keepalive(program: Path) -> None:
-    with lab(program) as tunnel:
+    with lab(program, nat="kept") as tunnel:
         a = tunnel.start("a", "--keepalive", "0.5")
         tunnel.start("b")
         # The TUNs are still down: no packet to carry, so all a sends is keep-alives.
@@ -338,6 +353,23 @@ def check_keepalive(program: Path) -> None:
             raise Failed(f"a sent a keep-alive {early[0]:.2f} s after its last datagram (while "
                          "it was sending a ping every 0.2 s)", "sending resets the timer: a "
                          "keep-alive goes out only after 0.5 s of sending nothing")
+        idle = wait_until_idle(tunnel, FORGET + 0.5)
+        if not tunnel.ping("b", 2):
+            raise Failed(f"the tunnel carried no packet for {idle:.1f} s; then b's pings to a "
+                         f"got no answer: a's NAT, which forgets a mapping after {FORGET} s of "
+                         "silence, had forgotten the tunnel's", "a's keep-alives, sent from "
+                         "the tunnel's own socket, keep the mapping alive: b can reach a")
+
+
+def wait_until_idle(tunnel: Lab, seconds: float) -> float:
+    """Wait until the tunnel has carried no packet for `seconds` (a's empty keep-alives do not
+    count); return how long it has been idle."""
+    def idle() -> float:
+        carried = [s.time for s in tunnel.cable.seen()
+                   if s.udp and A in s.udp[:2] and B in s.udp[:2] and s.udp[2]]
+        return time.time() - max(carried, default=0)
+    netns.wait_for(lambda: idle() >= seconds, "the tunnel to be idle", timeout=seconds + 5)
+    return idle()
 
 
 def context_switches(pid: int) -> int:
@@ -603,26 +635,47 @@ def arrives(condition: Callable[[], bool], timeout: float = 2) -> bool:
 
 
 def check_roam(program: Path) -> None:
-    with lab(program) as tunnel:
-        tunnel.keyed()
+    # a is behind a NAT that sends each new mapping out from a port of its own.
+    with lab(program, nat="random") as tunnel:
+        a = tunnel.start("a", "--key", "KEY", "--keepalive", "0.5")
+        tunnel.start("b", "--key", "KEY")
+        netns.wait_for(lambda: tunnel.cable.datagrams(A, B), "a's first keep-alive", 3)
+        keepalive = tunnel.cable.datagrams(A, B)[0]
+        netns.bring_up_tunnel(tunnel.hosts)
+        answers_follow(tunnel, "a", "a is behind a NAT, which sends a's datagrams on")
         caught = tunnel.cable.datagrams(A, B)
         netns.add_mallory(tunnel.hosts)
         mallory_cable = Recorder(tunnel.hosts, "b", f"{tunnel.hosts.prefix}m")
         for payloads, what in (([bytes(60), b"", bytes(15)], "datagrams with wrong tags"),
-                               (caught[-2:], "datagrams of a's, caught and replayed")):
+                               (caught[-2:], "datagrams of a's, caught and replayed"),
+                               ([keepalive], "a keep-alive of a's, caught and replayed")):
             tunnel.from_mallory(*payloads)
             if not tunnel.ping("b", 2) or mallory_cable.datagrams(B):
                 raise Failed(f"after mallory (192.0.2.3) sent b {what}, b sent its "
                              "packets for a to mallory", "only an authentic, new datagram "
                              "moves the peer")
-        moved = "192.0.2.4"
-        for change in (["del", f"{A}/24"], ["add", f"{moved}/24"]):
-            netns.sh(*netns.in_namespace(tunnel.hosts, "a"), "ip", "address", *change, "dev",
-                     f"{tunnel.hosts.prefix}v")
-        if not tunnel.ping("a", 3):
-            raise Failed(f"a moved from {A} to {moved}; its pings reached b, but b's answers "
-                         f"went to {A}", "b takes the address of an authentic, new datagram as "
-                         "the peer's: its answers follow a")
+        before = tunnel.cable.ports(A, B)[-1][0]
+        a.send_signal(signal.SIGSTOP)  # a's laptop sleeps, and its NAT forgets it
+        time.sleep(FORGET + 1)
+        woke = time.time()
+        a.send_signal(signal.SIGCONT)  # a's keep-alive is due: it goes out at once, and the
+        netns.wait_for(lambda: tunnel.cable.datagrams(A, B, since=woke),  # NAT picks a port
+                       "a's keep-alive after it woke", timeout=3)
+        answers_follow(tunnel, "b", f"a slept {FORGET + 1} s, and its NAT forgot it: a's next "
+                       f"datagrams left the NAT from a new port, not {before}")
+
+
+def answers_follow(tunnel: Lab, side: str, how: str) -> None:
+    """`side` pings the other; Failed if b's packets for a do not go where a's came from."""
+    if tunnel.ping(side, 3):
+        return
+    wrong = tunnel.wrongly_dropped()
+    if wrong:
+        raise wrong
+    came_from, went_to = tunnel.cable.ports(A, B)[-1][0], tunnel.cable.ports(B, A)[-1][1]
+    raise Failed(f"{how} from {A}:{came_from}; b sent its packets for a to {A}:{went_to}",
+                 "b takes the address and port of an authentic, new datagram as the peer's: "
+                 "its packets follow a")
 
 
 # --- Rung 5: encrypt ---------------------------------------------------------------------
