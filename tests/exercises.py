@@ -702,18 +702,45 @@ def check_encrypt(program: Path) -> None:
         check_nothing_in_the_clear(on_cable["a"] + on_cable["b"])
         tunnel.stop("a")  # a restarts, and sends again
         restarted = time.time()
+        before = tunnel.cable.datagrams(A, B, until=restarted)
+        lines_before = len(tunnel.lines_from("b", A))
         tunnel.start("a", "--key", "KEY")
         tuns["a"] = Recorder(tunnel.hosts, "a", tunnel.hosts.tun)
         for command in netns.tunnel_commands(tunnel.hosts, "a"):
             netns.sh(*command)
-        tunnel.ping("a", 3, "-p", PATTERN.hex())
+        # Its counter starts again from the same clock: enough pings to pass the old numbers.
+        crossed = " 0 received" not in netns.run(
+            tunnel.hosts, "a", "ping", "-c", str(len(before) + 4), "-i", "0.05", "-W", "1", "-p",
+            PATTERN.hex(), TUNNEL["b"][0], check=False).stdout
         settle()
+        check_restart_on_a_stopped_clock(tunnel, before, lines_before, restarted, crossed)
         until = time.time() - 0.2
         pairs = [*pair_up(on_cable["a"], plain["a"], "a"),
                  *pair_up(on_cable["b"], plain["b"], "b"),
                  *pair_up(tunnel.cable.datagrams(A, since=restarted, until=until + 0.1),
                           tuns["a"].read(until=until), "a after its restart")]
         check_keystreams(pairs)
+
+
+def check_restart_on_a_stopped_clock(tunnel: Lab, before: list, lines_before: int,
+                                     restarted: float, crossed: bool) -> None:
+    """a restarted on a clock that stands still: b drops a's datagrams numbered as ones it saw
+    before, as replays, and takes them again once a's numbers pass the highest it saw."""
+    highest = max(int.from_bytes(datagram[:8], "big") for datagram in before)
+    after = tunnel.cable.datagrams(A, B, since=restarted)
+    for datagram, line in zip(after, tunnel.lines_from("b", A)[lines_before:]):
+        number = int.from_bytes(datagram[:8], "big")
+        if number <= highest and "DROPPED: replay" not in line:
+            raise Failed(f"a restarted on the clock that stands still; b took a's datagram "
+                         f"numbered {number}, a number it had seen before the restart: "
+                         f"{line.strip()}", "b drops it as a replay (it cannot tell a restarted "
+                         "a from mallory replaying), until a's numbers pass the highest it saw: "
+                         "a limit of a key that never changes")
+    if not crossed:
+        raise Failed(f"a restarted on the clock that stands still, and sent b {len(after)} "
+                     f"datagrams, {len(before)} more than before its restart; its pings never "
+                     "got an answer", "once a's numbers pass the highest b saw, they are new: "
+                     "the tunnel carries packets again")
 
 
 def check_nothing_in_the_clear(datagrams: list) -> None:
