@@ -512,9 +512,13 @@ def check_replay(program: Path) -> None:
 def check_replays_shown(tunnel: Lab, caught: list) -> None:
     """b's -d line for each datagram mallory replayed says DROPPED: replay, keep-alives' too."""
     lines = tunnel.lines_from("b", MALLORY)
-    for line in lines:
+    for index, line in enumerate(lines):
         if "DROPPED: replay" in line:
             continue
+        if index == 0:
+            raise Failed(f"mallory sent b again the first datagram a had sent, and b took it: "
+                         f"{line}", "the first datagram sets the highest number, and it has "
+                         "been seen: sent again, it is dropped like any other, DROPPED: replay")
         if KEEPALIVE in line:
             raise Failed(f"mallory sent b again a keep-alive a had sent, and b took it: {line}",
                          "a keep-alive is numbered and tagged like any datagram, and a replayed "
