@@ -195,7 +195,7 @@ WRONG = [
      "if number - self.highest < WINDOW else 0",
      "mallory sent b again the first datagram a had sent, and b took it"),
     (3, "replayed keep-alives taken", KEEPALIVE_LIKE_ANY, KEEPALIVE_NOT_NUMBERED,
-     "mallory sent b again a keep-alive a had sent, and b took it"),
+     "mallory sent b again the keep-alives a had sent, and b took them"),
     (3, "the window checked before the tag, seen at rung 2", CHECK_TAG_THEN_WINDOW,
      CHECK_WINDOW_THEN_TAG, "a's datagrams each carried the right tag and a number of their "
      "own, and b dropped one as a replay"),
