@@ -8,11 +8,14 @@ mallory cannot use. As root, from the top of the checkout:
     python3 tests/exercises.py --program FILE   check another file (a classmate's)
 
 Each check runs the program for real, as the demo does: two hosts (network namespaces) joined
-by a cable, real ping and TCP through the tunnel, mallory forging and replaying datagrams from
-a third host, and the cable and the TUN interfaces watched by packet sockets (tests/wire.py).
-It judges only what can be seen from outside (datagrams on the cable, packets on a TUN, the
-exit status, the words of -d): any names and any layout of the code pass.
-Exit status 0 only when every rung asked for passes. Standard library only.
+by a cable, in rungs 1 and 4 with a NAT in front of a (nftables), real ping and TCP through the
+tunnel, mallory forging and replaying datagrams from a third host, and the cable and the TUN
+interfaces watched by packet sockets (tests/wire.py). It judges only what can be seen from
+outside (datagrams on the cable, packets on a TUN, the exit status, the words of -d): any
+names and any layout of the code pass. A tinyvpn that dies is named first, with its error; a
+datagram wrongly dropped is judged by the checker itself, which has the key, and the failure
+names the rule that was broken.
+Exit status 0 only when every rung asked for passes. Standard library only; runs ip, ping, nft.
 """
 
 import argparse
@@ -827,10 +830,10 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("exercises: run as root: the checks create network namespaces and TUNs")
-    missing = netns.missing_tools("ip", "ping")
+    missing = netns.missing_tools("ip", "ping", "nft")
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
-                 "iputils-ping")
+                 "iputils-ping nftables")
     print(f"Checking {args.program} against rungs 1 to {args.rungs} ({GUIDE})", flush=True)
     for rung in range(1, args.rungs + 1):
         name, _, section = RUNGS[rung - 1]

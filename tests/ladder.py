@@ -1,6 +1,19 @@
 """What every rung's check shares, part one (tests/exercises.py) and part two alike: how a
 check says that a rung is not solved, and how it names a program that died. Standard library
-only."""
+only.
+
+A check is a function check(program: Path) -> None that raises Failed; a rung is (name, check,
+guide section), appended to exercises.RUNGS. A check that runs programs names a dead one
+before any symptom it saw:
+
+    try:
+        ...  # the check
+    except Exception:
+        failure = died("b's tinyvpn", process, its_stderr_so_far)
+        if failure:
+            raise failure from None
+        raise
+"""
 
 import signal
 import subprocess
