@@ -670,6 +670,23 @@ def check_roam(program: Path) -> None:
                        "a's keep-alive after it woke", timeout=3)
         answers_follow(tunnel, "b", f"a slept {FORGET + 1} s, and its NAT forgot it: a's next "
                        f"datagrams left the NAT from a new port, not {before}")
+        check_no_roaming_without_a_key(tunnel, mallory_cable)
+
+
+def check_no_roaming_without_a_key(tunnel: Lab, mallory_cable: Recorder) -> None:
+    """b restarts without --key; mallory's forged echo request must not move its peer."""
+    tunnel.stop("b")
+    tunnel.start("b")
+    for command in netns.tunnel_commands(tunnel.hosts, "b"):
+        netns.sh(*command)
+    since = time.time()
+    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, WIRE, "forge", B,
+             TUNNEL["a"][0], TUNNEL["b"][0])
+    settle()
+    if mallory_cable.datagrams(B, since=since):
+        raise Failed("b, started without --key, sent its packets for a to mallory after one "
+                     "datagram of hers", "without --key nothing moves the peer: anyone could "
+                     "move it")
 
 
 def answers_follow(tunnel: Lab, side: str, how: str) -> None:

@@ -213,6 +213,11 @@ WRONG = [
      "            dropped = self.check(datagram)\n"
      "            if dropped == \"replay\":\n                self.network.peer = sender\n",
      "datagrams of a's, caught and replayed"),
+    (4, "the peer follows datagrams without --key too",
+     "                local.write(packet, sender)\n",
+     "                getattr(network, \"network\", network).peer = sender\n"
+     "                local.write(packet, sender)\n",
+     "b, started without --key, sent its packets for a to mallory"),
     (4, "replayed keep-alives move the peer", KEEPALIVE_LIKE_ANY, KEEPALIVE_NOT_NUMBERED,
      "a keep-alive of a's, caught and replayed"),
     (5, "the counter alone as the nonce", "self.run = os.urandom(RUN)",
