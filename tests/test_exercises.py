@@ -8,7 +8,7 @@
 - a solved tinyvpn.py still passes the tunnel tests, socat's interop included, without the new
   options.
 
-They need root (see conftest.py). The ones marked `ladder` take about two minutes; .ci/run runs
+They need root (see conftest.py). The ones marked `ladder` take about five minutes; .ci/run runs
 them once, on the Python of the README's command.
 """
 
