@@ -178,6 +178,8 @@ WRONG = [
      "less the newline at their end"),
     (2, "a tag compared in its first 15 bytes", "hmac.compare_digest(tag, self.tag(packet))",
      "hmac.compare_digest(tag[:15], self.tag(packet)[:15])", "the last byte of its tag changed"),
+    (2, "a tag compared from its second byte", "hmac.compare_digest(tag, self.tag(packet))",
+     "hmac.compare_digest(tag[1:], self.tag(packet)[1:])", "the first byte of its tag changed"),
     (3, "a window that drops reordered datagrams",
      "if age >= WINDOW or self.seen >> age & 1:", "if age >= 0:",
      "b did not accept one 63 behind the newest"),
