@@ -6,6 +6,8 @@
     python3 tests/demo.py --keep    ... then keep the tunnel up until Ctrl-C, showing packets
     python3 tests/demo.py --options "--key /tmp/tinyvpn.key"
                                     ... with these options for both tinyvpns (the exercises)
+    python3 tests/demo.py --nat     ... with a behind a NAT that forgets an idle tunnel after
+                                    3 s; --nat random: each new mapping gets a port of its own
 
 Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
 mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
@@ -48,11 +50,22 @@ def show_new_lines(hosts: Hosts, seen: dict, sides: str = "ab") -> None:
         seen[side] = len(lines)
 
 
-def demo(keep: bool, options: list) -> None:
+NAT_FORGETS = 3  # seconds: a home router keeps a UDP mapping a minute or two; this one, 3 s
+
+
+def demo(keep: bool, options: list, nat: str = "") -> None:
     with netns.two_hosts() as hosts:
         a, b = hosts.namespace("a"), hosts.namespace("b")
         say(f"Two hosts: namespaces {a} and {b}, joined by a veth cable "
-            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}).\n   Each starts tinyvpn:")
+            f"({UNDERLAY['a'][0]} <-> {UNDERLAY['b'][0]}).")
+        if nat:
+            netns.add_nat(hosts, NAT_FORGETS, random_ports=nat == "random")
+            say(f"a sits behind a NAT: namespace {hosts.namespace('n')}, a home router between "
+                f"a ({netns.NAT_INSIDE['a']}) and the cable,\n   where {UNDERLAY['a'][0]} is "
+                f"now its address. It masquerades a's datagrams (nftables), and forgets\n"
+                f"   a mapping after {NAT_FORGETS} s with no datagram either way"
+                + (", giving each new one a port of its own." if nat == "random" else "."))
+        say("Each starts tinyvpn:")
         for side in "ab":
             show(netns.tinyvpn_command(hosts, side, "-d", *options))
             netns.start_tinyvpn(hosts, side, "-d", *options)
@@ -82,7 +95,7 @@ def demo(keep: bool, options: list) -> None:
         show_on_the_wire(hosts)
         let_mallory_inject(hosts, seen)
         if keep:
-            keep_up(hosts, seen)
+            keep_up(hosts, seen, nat)
 
         say("Stopping tinyvpn (SIGTERM): each prints its summary")
         for process in hosts.processes:
@@ -129,9 +142,15 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
     try:
         netns.wait_for(lambda: "id=28013" in netns.output(hosts, "tinyvpn-a"),
                        "b's answer to mallory's packet to reach a", timeout=3)
-    except TimeoutError:  # with the exercises' --key
+    except TimeoutError:  # with the exercises' --key, or behind a NAT that forgot a
         show_new_lines(hosts, seen, sides="ba")
-        print("\n  No answer reached a: b's tinyvpn dropped mallory's datagram (see its line).")
+        if "DROPPED" in "".join(line for line in netns.output(hosts, "tinyvpn-b").splitlines()
+                                if f"(from {MALLORY}:" in line):
+            print("\n  No answer reached a: b's tinyvpn dropped mallory's datagram (see its "
+                  "line).")
+        else:
+            print("\n  b took mallory's datagram, but its answer did not reach a: a's NAT had "
+                  "forgotten the tunnel.")
         return
     show_new_lines(hosts, seen, sides="ba")
     print(f"""
@@ -145,7 +164,7 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
   Build them yourself: the exercises in tests/exercises/README.md.""")
 
 
-def keep_up(hosts: Hosts, seen: dict) -> None:
+def keep_up(hosts: Hosts, seen: dict, nat: str = "") -> None:
     """Show packets as they come until Ctrl-C or SIGTERM, which may arrive from the first line
     printed on: the test that sends it waits for that line."""
     a, b = hosts.namespace("a"), hosts.namespace("b")
@@ -156,6 +175,9 @@ def keep_up(hosts: Hosts, seen: dict) -> None:
               f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
               f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
               f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"", flush=True)
+        if nat:
+            print(f"  ip netns exec {b} ping -c 3 {TUNNEL['a'][0]}    # after {NAT_FORGETS + 2} s "
+                  "of silence: no answer, unless a sends keep-alives", flush=True)
         while True:
             time.sleep(0.3)
             show_new_lines(hosts, seen)
@@ -169,15 +191,19 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the tunnel up until Ctrl-C")
     parser.add_argument("--options", default="", metavar="'OPTIONS'",
                         help="more options for both tinyvpns, e.g. '--key FILE' (the exercises)")
+    parser.add_argument("--nat", nargs="?", const="kept", choices=["kept", "random"],
+                        help=f"put a behind a NAT that forgets an idle tunnel after {NAT_FORGETS}"
+                        " s; 'random': each new mapping leaves from a port of its own")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("demo: run as root: it creates network namespaces and TUN interfaces")
-    missing = netns.missing_tools("ip", "ping")
+    missing = netns.missing_tools("ip", "ping", *(["nft"] if args.nat else []))
     if missing:
-        sys.exit(f"demo: {' and '.join(missing)} missing: apt-get install iproute2 iputils-ping")
+        sys.exit(f"demo: {' and '.join(missing)} missing: apt-get install iproute2 iputils-ping"
+                 + (" nftables" if args.nat else ""))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM as on Ctrl-C
     try:
-        demo(args.keep, shlex.split(args.options))
+        demo(args.keep, shlex.split(args.options), args.nat or "")
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything was removed", file=sys.stderr)
 

@@ -8,11 +8,14 @@ mallory cannot use. As root, from the top of the checkout:
     python3 tests/exercises.py --program FILE   check another file (a classmate's)
 
 Each check runs the program for real, as the demo does: two hosts (network namespaces) joined
-by a cable, real ping and TCP through the tunnel, mallory forging and replaying datagrams from
-a third host, and the cable and the TUN interfaces watched by packet sockets (tests/wire.py).
-It judges only what can be seen from outside (datagrams on the cable, packets on a TUN, the
-exit status, the words of -d): any names and any layout of the code pass.
-Exit status 0 only when every rung asked for passes. Standard library only.
+by a cable, in rungs 1 and 4 with a NAT in front of a (nftables), real ping and TCP through the
+tunnel, mallory forging and replaying datagrams from a third host, and the cable and the TUN
+interfaces watched by packet sockets (tests/wire.py). It judges only what can be seen from
+outside (datagrams on the cable, packets on a TUN, the exit status, the words of -d): any
+names and any layout of the code pass. A tinyvpn that dies is named first, with its error; a
+datagram wrongly dropped is judged by the checker itself, which has the key, and the failure
+names the rule that was broken.
+Exit status 0 only when every rung asked for passes. Standard library only; runs ip, ping, nft.
 """
 
 import argparse
@@ -23,19 +26,20 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import netns
-from ladder import Failed
+from ladder import Failed, crash, died
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
 from traffic import tcp_transfer
 
@@ -43,6 +47,7 @@ WIRE = str(Path(__file__).resolve().parent / "wire.py")
 GUIDE = "tests/exercises/README.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 TAG = 16
+FORGET = 3  # seconds after which a's NAT, in the checks that have one, forgets a's mapping
 
 
 # --- Watching: the cable and the TUN interfaces ------------------------------------------
@@ -63,6 +68,12 @@ class Seen:
             return None
         return (socket.inet_ntoa(self.packet[12:16]), socket.inet_ntoa(self.packet[16:20]),
                 self.packet[header + 8:])
+
+    @property
+    def ports(self) -> tuple:
+        """(source port, destination port) of a UDP datagram."""
+        header = (self.packet[0] & 0x0F) * 4
+        return struct.unpack("!HH", self.packet[header:header + 4])
 
 
 class Recorder:
@@ -97,6 +108,10 @@ class Recorder:
         return [(s.time, s.udp[2]) for s in self.seen(since, until)
                 if s.udp and s.udp[0] == source and destination in ("", s.udp[1])]
 
+    def ports(self, source: str, destination: str) -> list:
+        """(source port, destination port) of each datagram from `source` to `destination`."""
+        return [s.ports for s in self.seen() if s.udp and s.udp[:2] == (source, destination)]
+
     def written(self, since: float = 0) -> list:
         """On a TUN: the packets tinyvpn wrote into it (its kernel received them)."""
         return [s.packet for s in self.seen(since) if not s.out]
@@ -118,23 +133,29 @@ def echo(packet: bytes) -> Optional[tuple]:
 # --- Running the program under test ------------------------------------------------------
 
 # The same clock, stopped, on both hosts: counters that start from it start equal.
-STOPPED_CLOCK = ("import runpy, sys, time; time.time_ns = lambda: 1_700_000_000_000_000_000; "
+STOPPED_AT = 1_700_000_000_000_000_000
+STOPPED_CLOCK = (f"import runpy, sys, time; time.time_ns = lambda: {STOPPED_AT}; "
                  "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 class Lab:
     """Two hosts with the program under test on each, and what the check needs to watch."""
 
-    def __init__(self, hosts: Hosts, program: Path, stopped_clock: bool = False) -> None:
+    def __init__(self, hosts: Hosts, program: Path, stopped_clock: bool = False,
+                 nat: Optional[str] = None) -> None:
         self.hosts = hosts
+        if nat:  # a behind a home router: "kept" its port for the tunnel, "random" a new one
+            netns.add_nat(hosts, FORGET, random_ports=nat == "random")
         self.command: tuple = (sys.executable, str(program))
         if stopped_clock:
             self.command = (sys.executable, "-c", STOPPED_CLOCK, str(program))
-        self.key = secrets.token_bytes(32)
+        # A key as `echo` makes one, a newline at its end: the key is the file's bytes, all.
+        self.key = (secrets.token_hex(16) + "\n").encode()
         self.key_file = hosts.logs / "tinyvpn.key"
         self.key_file.write_bytes(self.key)
         self.cable = Recorder(hosts, "b", f"{hosts.prefix}v")  # b's end sees both ways
         self.processes: dict = {}
+        self.keepalives: list = []  # a's, caught while its TUN was down: see keyed()
 
     def start(self, side: str, *options: str) -> subprocess.Popen:
         """tinyvpn -d with `options` on `side`; Failed if it does not start."""
@@ -142,19 +163,38 @@ class Lab:
         try:
             process = netns.start_tinyvpn(self.hosts, side, "-d", *options,
                                           program=self.command)
-        except RuntimeError:
-            usage = netns.run(self.hosts, side, *self.command, "--help", check=False).stdout
-            unknown = [option for option in options if option.startswith("--")
-                       and not re.search(re.escape(option) + r"\b(?!-)", usage)]
-            if unknown:
-                raise Failed(f"tinyvpn has no {unknown[0]} option yet: --help does not list it",
-                             f"it understands {unknown[0]}, as the rung describes") from None
-            said = self.said(side).strip().splitlines()
-            raise Failed(f"{side}'s tinyvpn did not start with {shlex.join(options)}; it said: "
-                         f"{said[-1] if said else '(nothing)'}",
-                         "it accepts the new option and runs") from None
+        except RuntimeError:  # it exited: start_command had listed it last
+            raise self.why_not_started(side, options, self.hosts.processes[-1]) from None
         self.processes[side] = process
         return process
+
+    def why_not_started(self, side: str, options: tuple, process: subprocess.Popen) -> Failed:
+        """A program that cannot even show its --help is broken; one whose --help lacks an
+        option has not got it yet; any other that exits at start died."""
+        helped = netns.run(self.hosts, side, *self.command, "--help", check=False, timeout=10)
+        if helped.returncode != 0:
+            return crash("tinyvpn.py --help", helped.returncode, helped.stderr, when="at once",
+                         should="--help shows the usage: fix this error first")
+        unknown = [option for option in options if option.startswith("--")
+                   and not re.search(re.escape(option) + r"\b(?!-)", helped.stdout)]
+        if unknown:
+            return Failed(f"tinyvpn has no {unknown[0]} option yet: --help does not list it",
+                          f"it understands {unknown[0]}, as the rung describes")
+        return crash(f"{side}'s tinyvpn", process.returncode, self.said(side),
+                     when=f"at start, run with -d {shlex.join(options)}")
+
+    def crashed(self, grace: float = 0) -> Optional[Failed]:
+        """The first tinyvpn under test that died (and was not stopped by the check), named
+        with its error; waits up to `grace` seconds for one that may be dying."""
+        deadline = time.monotonic() + grace
+        while True:
+            for side, process in self.processes.items():
+                failure = died(f"{side}'s tinyvpn", process, self.said(side))
+                if failure:
+                    return failure
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def keyed(self, *options_of_a: str) -> Recorder:
         """Both tinyvpns with --key (a with `options_of_a` too), the tunnel up, and a ping
@@ -162,11 +202,41 @@ class Lab:
         self.start("a", "--key", "KEY", *options_of_a)
         self.start("b", "--key", "KEY")
         b_tun = Recorder(self.hosts, "b", self.hosts.tun)
+        if "--keepalive" in options_of_a:  # the TUNs are down: all a sends is keep-alives
+            netns.wait_for(lambda: len(self.cable.datagrams(A, B)) >= 2, "a's keep-alives", 3)
+            self.keepalives = self.cable.datagrams(A, B)
         netns.bring_up_tunnel(self.hosts)
         if not self.ping("a"):
-            raise Failed("with the same --key on both hosts, a's pings got no answer",
-                         "an authentic datagram is written to the TUN as before")
+            raise self.wrongly_dropped() or Failed(
+                "with the same --key on both hosts, a's pings got no answer",
+                "an authentic datagram is written to the TUN as before")
         return b_tun
+
+    def wrongly_dropped(self, side: str = "b") -> Optional[Failed]:
+        """The rule `side` applied wrongly, if it dropped a datagram of the other side's that
+        the cable shows was sent once and carried the right tag."""
+        other = netns.OTHER[side]
+        sent = self.cable.datagrams(UNDERLAY[other][0], UNDERLAY[side][0])
+        check_tags(self.key, sent, other)
+        dropped = [line.strip() for line in self.lines_from(side, UNDERLAY[other][0])
+                   if "DROPPED" in line and "write E" not in line]
+        if not dropped:
+            return None
+        if "replay" not in dropped[0]:
+            return Failed(f"{other}'s datagrams all carried the right tag, and {side} dropped "
+                          f"one: {dropped[0]}", "a datagram whose tag is HMAC-SHA256(key, all "
+                          "the bytes before it) is authentic: the key is the file's bytes, all "
+                          "of them", section="2. authenticate")
+        numbers = [datagram[:8] for datagram in sent]
+        if len(set(numbers)) < len(numbers):
+            return Failed(f"{other} sent two datagrams with the same number, and {side} rightly "
+                          f"dropped the second: {dropped[0]}", "each datagram gets a number "
+                          "of its own: one more than the last", section="3. replay")
+        return Failed(f"{other}'s datagrams each carried the right tag and a number of their "
+                      f"own, and {side} dropped one as a replay: {dropped[0]}",
+                      "a replay is a number seen before, or 64 or more below the highest; and "
+                      "only a datagram whose tag verifies may move the window: the tag is "
+                      "checked first", section="3. replay")
 
     def said(self, side: str) -> str:
         """What tinyvpn on `side` has printed on stderr: the -d lines."""
@@ -197,9 +267,21 @@ class Lab:
 
 
 @contextmanager
-def lab(program: Path, stopped_clock: bool = False) -> Iterator[Lab]:
+def lab(program: Path, stopped_clock: bool = False, nat: Optional[str] = None) -> Iterator[Lab]:
+    """A Lab for one check. A tinyvpn that died during it is named first, whatever the check
+    saw next: a missing answer is only the symptom."""
     with netns.two_hosts() as hosts:
-        yield Lab(hosts, program, stopped_clock)
+        tunnel = Lab(hosts, program, stopped_clock, nat)
+        try:
+            yield tunnel
+        except Exception as symptom:
+            crashed = tunnel.crashed(grace=0.3)
+            if crashed:
+                raise crashed from symptom
+            raise
+        crashed = tunnel.crashed()
+        if crashed:
+            raise crashed
 
 
 def dropped_in_summary(summary: str) -> int:
@@ -212,6 +294,21 @@ def tag_of(key: bytes, data: bytes) -> bytes:
     return hmac.digest(key, data, "sha256")[:TAG]
 
 
+def check_tags(key: bytes, datagrams: list, sender: str) -> None:
+    """Every datagram `sender` sent ends with the tag of all the bytes before it."""
+    for datagram in datagrams:
+        if len(datagram) >= TAG and tag_of(key, datagram[:-TAG]) == datagram[-TAG:]:
+            continue
+        if len(datagram) >= TAG and tag_of(key.strip(), datagram[:-TAG]) == datagram[-TAG:]:
+            raise Failed(f"{sender}'s tags were made with the key file's bytes less the "
+                         "newline at their end", "the key is the file's bytes, exactly as they "
+                         "are, newline and all (echo puts one there)", section="2. authenticate")
+        raise Failed(f"{sender} sent a datagram of {len(datagram)} bytes whose last 16 bytes "
+                     "are not the tag", "every datagram ends with its tag: the first 16 bytes "
+                     "of HMAC-SHA256(key, all the bytes before the tag)",
+                     section="2. authenticate")
+
+
 def settle(seconds: float = 0.4) -> None:
     """Give datagrams in flight time to arrive and be handled."""
     time.sleep(seconds)
@@ -219,11 +316,11 @@ def settle(seconds: float = 0.4) -> None:
 
 # --- Rung 1: keep-alive ------------------------------------------------------------------
 
-KEEPALIVE = re.compile(r"keep-?alive", re.IGNORECASE)
+KEEPALIVE = "keep-alive"  # the word -d prints for one, as the guide writes it
 
 
 def check_keepalive(program: Path) -> None:
-    with lab(program) as tunnel:
+    with lab(program, nat="kept") as tunnel:
         a = tunnel.start("a", "--keepalive", "0.5")
         tunnel.start("b")
         # The TUNs are still down: no packet to carry, so all a sends is keep-alives.
@@ -246,11 +343,11 @@ def check_keepalive(program: Path) -> None:
                          "it sleeps in select() with a timeout: the time until the next "
                          "keep-alive is due; about 5 wake-ups")
         lines = tunnel.lines_from("b", f"{A}")
-        wrong = [line for line in lines if "DROP" in line.upper() or not KEEPALIVE.search(line)]
+        wrong = [line for line in lines if "DROP" in line.upper() or KEEPALIVE not in line]
         if not lines or wrong:
             raise Failed("b's -d line for a keep-alive: " + (wrong[0] if wrong else "(none)"),
                          "an empty datagram is a keep-alive: it is not written to the TUN, it "
-                         "is no error, and -d says 'keep-alive'")
+                         "is no error, and -d says 'keep-alive' (with the hyphen)")
         netns.bring_up_tunnel(tunnel.hosts)
         tunnel.ping("a", 8)
         sent = tunnel.cable.timed(A)
@@ -260,6 +357,23 @@ def check_keepalive(program: Path) -> None:
             raise Failed(f"a sent a keep-alive {early[0]:.2f} s after its last datagram (while "
                          "it was sending a ping every 0.2 s)", "sending resets the timer: a "
                          "keep-alive goes out only after 0.5 s of sending nothing")
+        idle = wait_until_idle(tunnel, FORGET + 0.5)
+        if not tunnel.ping("b", 2):
+            raise Failed(f"the tunnel carried no packet for {idle:.1f} s; then b's pings to a "
+                         f"got no answer: a's NAT, which forgets a mapping after {FORGET} s of "
+                         "silence, had forgotten the tunnel's", "a's keep-alives, sent from "
+                         "the tunnel's own socket, keep the mapping alive: b can reach a")
+
+
+def wait_until_idle(tunnel: Lab, seconds: float) -> float:
+    """Wait until the tunnel has carried no packet for `seconds` (a's empty keep-alives do not
+    count); return how long it has been idle."""
+    def idle() -> float:
+        carried = [s.time for s in tunnel.cable.seen()
+                   if s.udp and A in s.udp[:2] and B in s.udp[:2] and s.udp[2]]
+        return time.time() - max(carried, default=0)
+    netns.wait_for(lambda: idle() >= seconds, "the tunnel to be idle", timeout=seconds + 5)
+    return idle()
 
 
 def context_switches(pid: int) -> int:
@@ -275,19 +389,20 @@ def check_authenticate(program: Path) -> None:
     with lab(program) as tunnel:
         b_tun = tunnel.keyed("--keepalive", "0.5")
         transfer_intact(tunnel.hosts, "with --key")
-        for datagram in tunnel.cable.datagrams(A, B):
-            if len(datagram) < TAG or tag_of(tunnel.key, datagram[:-TAG]) != datagram[-TAG:]:
-                raise Failed(f"a sent a datagram of {len(datagram)} bytes whose last 16 bytes "
-                             "are not the tag", "every datagram ends with its tag: the first "
-                             "16 bytes of HMAC-SHA256(key, all the bytes before the tag)")
-        netns.wait_for(lambda: any(KEEPALIVE.search(line) for line in tunnel.lines_from("b", A)),
+        check_tags(tunnel.key, tunnel.cable.datagrams(A, B), "a")
+        netns.wait_for(lambda: any(KEEPALIVE in line for line in tunnel.lines_from("b", A)),
                        "b to show a keep-alive from a", timeout=3)
-        forged_count = forge_from_mallory(tunnel, b_tun)
-        untagged = [line for line in tunnel.lines_from("b", A)
-                    if "DROP" in line.upper() and "write E" not in line]
-        if untagged:
-            raise Failed(f"b dropped a datagram from a: {untagged[0]}",
-                         "with --key, everything a sends carries its tag, keep-alives too")
+        forged_count = forge_from_mallory(tunnel, b_tun) + change_a_tag_byte(tunnel, b_tun)
+        lines = tunnel.lines_from("b", MALLORY)
+        if len(lines) < forged_count or not all("DROPPED" in line for line in lines):
+            raise Failed(f"b's -d lines for mallory's {forged_count} datagrams (forged, empty, "
+                         "15 bytes, tags changed):\n"
+                         + "\n".join(f"        {line}" for line in lines or ["(none)"]),
+                         "each one is shown as DROPPED, with the reason: a datagram too short "
+                         "to hold a tag has none")
+        wrong = tunnel.wrongly_dropped()
+        if wrong:
+            raise wrong
         summary = tunnel.stop("b")
         if dropped_in_summary(summary) < forged_count:
             raise Failed(f"after mallory's {forged_count} datagrams, b's summary at exit was: "
@@ -310,19 +425,47 @@ def forge_from_mallory(tunnel: Lab, b_tun: Recorder) -> int:
         raise Failed("mallory's forged echo request reached b's TUN"
                      + (": b's kernel answered it" if answered else ""),
                      "a datagram whose tag does not verify is dropped before anything else")
-    lines = tunnel.lines_from("b", MALLORY)
-    if len(lines) < 3 or not all("DROP" in line.upper() for line in lines):
-        raise Failed("b's -d lines for mallory's forged, empty and 15-byte datagrams:\n"
-                     + "\n".join(f"      {line}" for line in lines or ["(none)"]),
-                     "each one is shown as DROPPED, with the reason: a datagram too short to "
-                     "hold a tag has none")
     return 3
 
 
+def change_a_tag_byte(tunnel: Lab, b_tun: Recorder) -> int:
+    """Three of a's TCP segments, each sent again by mallory with one byte of its tag changed:
+    the first, one in the middle, the last. None may be written to b's TUN. Returns 3."""
+    longest = sorted(tunnel.cable.datagrams(A, B), key=len)[-3:]  # TCP data, a to b
+    changed = {where: datagram[:at] + bytes([datagram[at] ^ 0x01]) + datagram[at + 1:]
+               for (where, place), datagram in zip((("first", 0), ("9th", 8), ("last", 15)),
+                                                   longest)
+               for at in [len(datagram) - TAG + place]}
+    since = time.time()
+    tunnel.from_mallory(*changed.values())
+    settle()
+    if not [packet for packet in b_tun.written(since) if len(packet) > 1000]:
+        return len(changed)
+    for where, datagram in changed.items():  # which one? (a learner will want to know)
+        since = time.time()
+        tunnel.from_mallory(datagram)
+        settle()
+        if [packet for packet in b_tun.written(since) if len(packet) > 1000]:
+            raise Failed(f"mallory sent b one of a's datagrams with the {where} byte of its tag "
+                         "changed, and b wrote the packet inside into its TUN",
+                         "a tag is right only when all 16 of its bytes are")
+    raise Failed("mallory sent b three of a's datagrams, each with one byte of its tag "
+                 "changed, and b wrote a packet inside one into its TUN",
+                 "a tag is right only when all 16 of its bytes are")
+
+
 def check_bad_keys(tunnel: Lab) -> None:
-    short = tunnel.hosts.logs / "short.key"
-    short.write_bytes(b"0123456789")
-    for path, what, words in ((short, "a key file of 10 bytes", "16"),
+    short, enough = tunnel.hosts.logs / "short.key", tunnel.hosts.logs / "enough.key"
+    short.write_bytes(b"0123456789abcde")
+    enough.write_bytes(b"0123456789abcdef")
+    try:  # in mallory's host, where port 5000 is free
+        netns.stop(netns.start_tinyvpn(tunnel.hosts, "m", "--key", str(enough), peer=B,
+                                       interface="stdio", program=tunnel.command))
+    except RuntimeError:
+        said = netns.output(tunnel.hosts, "tinyvpn-m").strip()
+        raise Failed(f"given a key file of 16 bytes, tinyvpn exited and said: {said[-300:]}",
+                     "16 bytes are enough: a key file of 16 bytes or more is a key") from None
+    for path, what, words in ((short, "a key file of 15 bytes", "16"),
                               (tunnel.hosts.logs / "missing.key", "a key file that does not "
                                "exist", "missing.key")):
         try:
@@ -352,14 +495,12 @@ def transfer_intact(hosts: Hosts, how: str) -> None:
 
 def check_replay(program: Path) -> None:
     with lab(program) as tunnel:
-        b_tun = tunnel.keyed()
+        b_tun = tunnel.keyed("--keepalive", "0.5")
         caught = tunnel.cable.datagrams(A, B)
         check_counters(tunnel, caught)
-        replayed(tunnel, b_tun, caught, "mallory sent b again the datagrams a had sent")
-        if not all("replay" in line.lower() for line in tunnel.lines_from("b", MALLORY)):
-            raise Failed("b's -d lines for the replayed datagrams: "
-                         + tunnel.lines_from("b", MALLORY)[0],
-                         "each is shown as DROPPED: replay")
+        replayed(tunnel, b_tun, caught, "mallory sent b again the datagrams a had sent, "
+                 f"{len(tunnel.keepalives)} keep-alives among them,")
+        check_replays_shown(tunnel, caught)
         renumbered = [(int.from_bytes(d[:8], "big") + 1000).to_bytes(8, "big") + d[8:]
                       for d in caught]
         replayed(tunnel, b_tun, renumbered, "mallory sent them again, each with 1000 added to "
@@ -370,6 +511,26 @@ def check_replay(program: Path) -> None:
                          "a's pings got no answer: b took them for old",
                          "the tag is checked first: only an authentic datagram moves the window")
         check_window(tunnel, b_tun)
+
+
+def check_replays_shown(tunnel: Lab, caught: list) -> None:
+    """b's -d line for each datagram mallory replayed says DROPPED: replay, keep-alives' too."""
+    lines = tunnel.lines_from("b", MALLORY)
+    taken = [index for index, line in enumerate(lines) if "DROPPED: replay" not in line]
+    if taken == [0]:
+        raise Failed(f"mallory sent b again the first datagram a had sent, and b took it: "
+                     f"{lines[0]}", "the first datagram sets the highest number, and it has "
+                     "been seen: sent again, it is dropped like any other, DROPPED: replay")
+    if taken and all(KEEPALIVE in lines[index] for index in taken):
+        raise Failed(f"mallory sent b again the keep-alives a had sent, and b took them: "
+                     f"{lines[taken[0]]}", "a keep-alive is numbered and tagged like any "
+                     "datagram, and a replayed one is dropped like any other: DROPPED: replay")
+    if taken:
+        raise Failed(f"b's -d line for a datagram a had sent, which mallory sent again: "
+                     f"{lines[taken[0]]}", "each is shown as DROPPED: replay")
+    if len(lines) < len(caught):
+        raise Failed(f"mallory sent b again {len(caught)} datagrams a had sent, and b's -d "
+                     f"showed {len(lines)} of them", "each is shown as DROPPED: replay")
 
 
 def check_counters(tunnel: Lab, caught: list) -> None:
@@ -398,38 +559,74 @@ def replayed(tunnel: Lab, b_tun: Recorder, datagrams: list, how: str,
                      "twice", should)
 
 
+# Datagrams a sent that b never saw, sent to b by mallory in this order: (how far each is
+# past the first of them, whether b must accept it, what it is). The window's edges.
+WINDOW_PROBES = (
+    (69, True, "the newest"),
+    (5, False, "64 behind the newest, never seen: just outside the window"),
+    (6, True, "63 behind the newest, never seen: the window's last place"),
+    (6, False, "63 behind the newest, a second time"),
+    (39, True, "30 behind the newest, never seen"),
+    (69, False, "the newest, a second time"),
+    (133, True, "64 above the highest: the window moves up by exactly 64"),
+    (69, False, "the one that was the highest, now 64 behind"),
+    (70, True, "63 behind the new highest, never seen (after a move of 64)"),
+    (133, False, "the new highest, a second time (after a move of 64)"),
+    (198, True, "65 above the highest: the window moves up by more than 64"),
+    (133, False, "the one that was the highest, now 65 behind"),
+    (135, True, "63 behind the new highest, never seen (after a move of 65)"),
+    (198, False, "the new highest, a second time (after a move of 65)"),
+)
+HELD_BACK = 230  # pings: room for the 199 numbers the probes need, and a few keep-alives
+
+
 def check_window(tunnel: Lab, b_tun: Recorder) -> None:
-    """Datagrams that arrive out of order: new ones within 64 of the highest are taken, and
-    older or repeated ones dropped. They are a's, caught on their way to a black hole."""
+    """Datagrams that arrive out of order, at the window's edges and after it moves: a's,
+    caught on their way to a black hole, and sent to b by mallory."""
+    held = hold_back(tunnel)
+    base = next((first for first in sorted(held) if all(
+        (echo(held.get(first + ahead, (b"", b""))[1]) or (0,))[0] == 8
+        for ahead, _, _ in WINDOW_PROBES)), None)
+    if base is None:
+        raise Failed(f"a's {len(held)} datagrams for {HELD_BACK} pings had no 199 numbers in a "
+                     "row", "the number rises by one per datagram")
+    since = time.time()
+    tunnel.from_mallory(*(held[base + ahead][0] for ahead, _, _ in WINDOW_PROBES))
+    expected = {ahead for ahead, accepted, _ in WINDOW_PROBES if accepted}
+    written = lambda: [echo(packet) for packet in b_tun.written(since)]  # noqa: E731
+    arrives(lambda: len(written()) >= len(expected))
+    settle(0.3)
+    times = {ahead: written().count(echo(held[base + ahead][1])) for ahead, _, _ in WINDOW_PROBES}
+    for ahead, accepted, why in WINDOW_PROBES:
+        if accepted and times[ahead] == 0:
+            raise Failed(f"of {HELD_BACK} datagrams a sent, b did not accept one {why}",
+                         "a datagram within 64 of the highest number seen (highest - 63 ... "
+                         "highest), never seen before, is new: reordered, not replayed")
+        if not accepted and times[ahead] > (ahead in expected):
+            raise Failed(f"of {HELD_BACK} datagrams a sent, b accepted one {why}",
+                         "only the 64 numbers ending at the highest seen are remembered; "
+                         "anything older, or seen before, is dropped")
+
+
+def hold_back(tunnel: Lab) -> dict:
+    """a pings b HELD_BACK times, and its datagrams go to a MAC address nobody has: b's kernel
+    ignores them, and the recorder at b's end of the cable still sees them. Returns, for each
+    number, (the datagram, the packet inside it), the packet as a read it from its TUN."""
     hosts, cable = tunnel.hosts, f"{tunnel.hosts.prefix}v"
-    # a's kernel now sends b's datagrams to a MAC address nobody has: b's kernel ignores them,
-    # and the recorder at b's end of the cable still sees them.
+    a_tun = Recorder(hosts, "a", hosts.tun)
     netns.sh(*netns.in_namespace(hosts, "a"), "ip", "neigh", "replace", B, "lladdr",
              "02:00:00:00:00:09", "dev", cable, "nud", "permanent")
     since = time.time()
-    netns.run(hosts, "a", "ping", "-c", "70", "-i", "0.01", "-W", "0.01", TUNNEL["b"][0],
-              check=False)
+    netns.run(hosts, "a", "ping", "-c", str(HELD_BACK), "-i", "0.005", "-W", "0.01",
+              TUNNEL["b"][0], check=False)
     settle(0.2)
-    unseen = tunnel.cable.datagrams(A, B, since)
-    if len(unseen) < 70:
-        raise Failed(f"a sent {len(unseen)} datagrams for 70 pings", "one datagram per packet")
-    for index, accepted, why in ((69, True, "the newest"),
-                                 (0, False, "69 behind the newest: too old to tell"),
-                                 (9, True, "60 behind the newest, never seen"),
-                                 (39, True, "30 behind the newest, never seen"),
-                                 (38, True, "31 behind, after the one 30 behind"),
-                                 (69, False, "the newest again")):
-        before = len(b_tun.written())
-        tunnel.from_mallory(unseen[index])
-        grew = lambda before=before: len(b_tun.written()) > before  # noqa: E731
-        if accepted and not arrives(grew):
-            raise Failed(f"of 70 datagrams a sent, b did not accept one {why}",
-                         "a datagram within 64 of the highest number seen, never seen "
-                         "before, is new: reordered on the way, not replayed")
-        if not accepted and arrives(grew, 0.4):
-            raise Failed(f"of 70 datagrams a sent, b accepted one {why}",
-                         "only the 64 numbers ending at the highest seen are remembered; "
-                         "anything older, or seen before, is dropped")
+    until = time.time()
+    keepalive = {len(datagram) for datagram in tunnel.keepalives}
+    sent = [datagram for datagram in tunnel.cable.datagrams(A, B, since, until)
+            if len(datagram) not in keepalive]
+    pairs = pair_up(sent, a_tun.read(since, until), "a, its datagrams held back,")
+    return {int.from_bytes(datagram[:8], "big"): (datagram, packet)
+            for datagram, packet in pairs}
 
 
 def arrives(condition: Callable[[], bool], timeout: float = 2) -> bool:
@@ -445,26 +642,64 @@ def arrives(condition: Callable[[], bool], timeout: float = 2) -> bool:
 
 
 def check_roam(program: Path) -> None:
-    with lab(program) as tunnel:
-        tunnel.keyed()
+    # a is behind a NAT that sends each new mapping out from a port of its own.
+    with lab(program, nat="random") as tunnel:
+        a = tunnel.start("a", "--key", "KEY", "--keepalive", "0.5")
+        tunnel.start("b", "--key", "KEY")
+        netns.wait_for(lambda: tunnel.cable.datagrams(A, B), "a's first keep-alive", 3)
+        keepalive = tunnel.cable.datagrams(A, B)[0]
+        netns.bring_up_tunnel(tunnel.hosts)
+        answers_follow(tunnel, "a", "a is behind a NAT, which sends a's datagrams on")
         caught = tunnel.cable.datagrams(A, B)
         netns.add_mallory(tunnel.hosts)
         mallory_cable = Recorder(tunnel.hosts, "b", f"{tunnel.hosts.prefix}m")
         for payloads, what in (([bytes(60), b"", bytes(15)], "datagrams with wrong tags"),
-                               (caught[-2:], "datagrams of a's, caught and replayed")):
+                               (caught[-2:], "datagrams of a's, caught and replayed"),
+                               ([keepalive], "a keep-alive of a's, caught and replayed")):
             tunnel.from_mallory(*payloads)
             if not tunnel.ping("b", 2) or mallory_cable.datagrams(B):
                 raise Failed(f"after mallory (192.0.2.3) sent b {what}, b sent its "
                              "packets for a to mallory", "only an authentic, new datagram "
                              "moves the peer")
-        moved = "192.0.2.4"
-        for change in (["del", f"{A}/24"], ["add", f"{moved}/24"]):
-            netns.sh(*netns.in_namespace(tunnel.hosts, "a"), "ip", "address", *change, "dev",
-                     f"{tunnel.hosts.prefix}v")
-        if not tunnel.ping("a", 3):
-            raise Failed(f"a moved from {A} to {moved}; its pings reached b, but b's answers "
-                         f"went to {A}", "b takes the address of an authentic, new datagram as "
-                         "the peer's: its answers follow a")
+        before = tunnel.cable.ports(A, B)[-1][0]
+        a.send_signal(signal.SIGSTOP)  # a's laptop sleeps, and its NAT forgets it
+        time.sleep(FORGET + 1)
+        woke = time.time()
+        a.send_signal(signal.SIGCONT)  # a's keep-alive is due: it goes out at once, and the
+        netns.wait_for(lambda: tunnel.cable.datagrams(A, B, since=woke),  # NAT picks a port
+                       "a's keep-alive after it woke", timeout=3)
+        answers_follow(tunnel, "b", f"a slept {FORGET + 1} s, and its NAT forgot it: a's next "
+                       f"datagrams left the NAT from a new port, not {before}")
+        check_no_roaming_without_a_key(tunnel, mallory_cable)
+
+
+def check_no_roaming_without_a_key(tunnel: Lab, mallory_cable: Recorder) -> None:
+    """b restarts without --key; mallory's forged echo request must not move its peer."""
+    tunnel.stop("b")
+    tunnel.start("b")
+    for command in netns.tunnel_commands(tunnel.hosts, "b"):
+        netns.sh(*command)
+    since = time.time()
+    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, WIRE, "forge", B,
+             TUNNEL["a"][0], TUNNEL["b"][0])
+    settle()
+    if mallory_cable.datagrams(B, since=since):
+        raise Failed("b, started without --key, sent its packets for a to mallory after one "
+                     "datagram of hers", "without --key nothing moves the peer: anyone could "
+                     "move it")
+
+
+def answers_follow(tunnel: Lab, side: str, how: str) -> None:
+    """`side` pings the other; Failed if b's packets for a do not go where a's came from."""
+    if tunnel.ping(side, 3):
+        return
+    wrong = tunnel.wrongly_dropped()
+    if wrong:
+        raise wrong
+    came_from, went_to = tunnel.cable.ports(A, B)[-1][0], tunnel.cable.ports(B, A)[-1][1]
+    raise Failed(f"{how} from {A}:{came_from}; b sent its packets for a to {A}:{went_to}",
+                 "b takes the address and port of an authentic, new datagram as the peer's: "
+                 "its packets follow a")
 
 
 # --- Rung 5: encrypt ---------------------------------------------------------------------
@@ -491,18 +726,46 @@ def check_encrypt(program: Path) -> None:
         check_nothing_in_the_clear(on_cable["a"] + on_cable["b"])
         tunnel.stop("a")  # a restarts, and sends again
         restarted = time.time()
+        before = tunnel.cable.datagrams(A, B, until=restarted)
+        lines_before = len(tunnel.lines_from("b", A))
         tunnel.start("a", "--key", "KEY")
         tuns["a"] = Recorder(tunnel.hosts, "a", tunnel.hosts.tun)
         for command in netns.tunnel_commands(tunnel.hosts, "a"):
             netns.sh(*command)
-        tunnel.ping("a", 3, "-p", PATTERN.hex())
+        # Its counter starts again from the same clock: enough pings to pass the old numbers.
+        used = max(int.from_bytes(datagram[:8], "big") for datagram in before) - STOPPED_AT
+        crossed = " 0 received" not in netns.run(
+            tunnel.hosts, "a", "ping", "-c", str(min(used, 100) + 4), "-i", "0.05", "-W", "1",
+            "-p", PATTERN.hex(), TUNNEL["b"][0], check=False).stdout
         settle()
+        check_restart_on_a_stopped_clock(tunnel, before, lines_before, restarted, crossed)
         until = time.time() - 0.2
         pairs = [*pair_up(on_cable["a"], plain["a"], "a"),
                  *pair_up(on_cable["b"], plain["b"], "b"),
                  *pair_up(tunnel.cable.datagrams(A, since=restarted, until=until + 0.1),
                           tuns["a"].read(until=until), "a after its restart")]
         check_keystreams(pairs)
+
+
+def check_restart_on_a_stopped_clock(tunnel: Lab, before: list, lines_before: int,
+                                     restarted: float, crossed: bool) -> None:
+    """a restarted on a clock that stands still: b drops a's datagrams numbered as ones it saw
+    before, as replays, and takes them again once a's numbers pass the highest it saw."""
+    highest = max(int.from_bytes(datagram[:8], "big") for datagram in before)
+    after = tunnel.cable.datagrams(A, B, since=restarted)
+    for datagram, line in zip(after, tunnel.lines_from("b", A)[lines_before:]):
+        number = int.from_bytes(datagram[:8], "big")
+        if number <= highest and "DROPPED: replay" not in line:
+            raise Failed(f"a restarted on the clock that stands still; b took a's datagram "
+                         f"numbered {number}, a number it had seen before the restart: "
+                         f"{line.strip()}", "b drops it as a replay (it cannot tell a restarted "
+                         "a from mallory replaying), until a's numbers pass the highest it saw: "
+                         "a limit of a key that never changes")
+    if not crossed:
+        raise Failed(f"a restarted on the clock that stands still and sent b {len(after)} "
+                     f"datagrams ({len(before)} before its restart); its pings never got an "
+                     "answer", "once a's numbers pass the highest b saw, they are new: the "
+                     "tunnel carries packets again")
 
 
 def check_nothing_in_the_clear(datagrams: list) -> None:
@@ -548,17 +811,20 @@ def xor(one: bytes, other: bytes) -> bytes:
 
 # --- The ladder --------------------------------------------------------------------------
 
-RUNGS: Sequence[tuple] = (
+# (name, check(program) raising ladder.Failed, the guide's section: "N. name" in GUIDE, or
+# "other/GUIDE.md, \"N. name\"" for another guide). A list: more rungs, in another module,
+# extend it; main() and check() take every rung there is.
+RUNGS: list = [
     ("keep-alive", check_keepalive, "1. keep-alive"),
     ("authenticate", check_authenticate, "2. authenticate"),
     ("replay", check_replay, "3. replay"),
     ("roam", check_roam, "4. roam"),
     ("encrypt", check_encrypt, "5. encrypt"),
-)
+]
 
 
 def check(rung: int, program: Path) -> Optional[Failed]:
-    """Check one rung (1 to 5); None if it passes."""
+    """Check one rung (1 to len(RUNGS)); None if it passes."""
     try:
         RUNGS[rung - 1][1](program)
     except Failed as failure:
@@ -568,19 +834,25 @@ def check(rung: int, program: Path) -> Optional[Failed]:
     return None
 
 
+def reread(section: str) -> str:
+    """Where to read a section: this guide's, or one that names its own guide ("GUIDE.md, ...")."""
+    return section if ".md" in section else f"{GUIDE}, \"{section}\""
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS), choices=range(1, 6),
-                        metavar="N", help="check rungs 1 to N (default: all 5)")
+    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS),
+                        choices=range(1, len(RUNGS) + 1), metavar="N",
+                        help=f"check rungs 1 to N (default: all {len(RUNGS)})")
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("exercises: run as root: the checks create network namespaces and TUNs")
-    missing = netns.missing_tools("ip", "ping")
+    missing = netns.missing_tools("ip", "ping", "nft")
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
-                 "iputils-ping")
+                 "iputils-ping nftables")
     print(f"Checking {args.program} against rungs 1 to {args.rungs} ({GUIDE})", flush=True)
     for rung in range(1, args.rungs + 1):
         name, _, section = RUNGS[rung - 1]
@@ -593,7 +865,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  rung {rung}  {name:<13} FAILED   {took}\n"
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
-              f"      reread:        {GUIDE}, \"{section}\"", flush=True)
+              f"      reread:        {reread(failure.section or section)}", flush=True)
         print(f"Stopped at rung {rung}: {rung - 1} of {args.rungs} passed.")
         return 1
     print(f"All {args.rungs} rungs passed." if args.rungs > 1 else "Rung 1 passed.")

@@ -1,6 +1,22 @@
 """What every rung's check shares, part one (tests/exercises.py) and part two alike: how a
-check says that a rung is not solved. Standard library only."""
+check says that a rung is not solved, and how it names a program that died. Standard library
+only.
 
+A check is a function check(program: Path) -> None that raises Failed; a rung is (name, check,
+guide section), appended to exercises.RUNGS. A check that runs programs names a dead one
+before any symptom it saw:
+
+    try:
+        ...  # the check
+    except Exception:
+        failure = died("b's tinyvpn", process, its_stderr_so_far)
+        if failure:
+            raise failure from None
+        raise
+"""
+
+import signal
+import subprocess
 from typing import Optional
 
 
@@ -12,3 +28,40 @@ class Failed(Exception):
     def __init__(self, happened: str, should: str, section: Optional[str] = None) -> None:
         super().__init__(happened)
         self.happened, self.should, self.section = happened, should, section
+
+
+def last_lines(stderr: str, count: int = 4) -> list:
+    """The end of what a program printed on stderr: from a traceback, the innermost frame
+    (file, line, code) and the error; else its last `count` lines."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        start = len(lines) - 1 - lines[::-1].index("Traceback (most recent call last):")
+        lines = lines[start + 1:]
+    return lines[-count:]
+
+
+def status(returncode: int) -> str:
+    """'exit status 1', or 'killed by SIGKILL' for a process a signal ended."""
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
+
+
+KEEPS_RUNNING = ("it keeps running, whatever arrives: fix this error first (a datagram it "
+                 "cannot use is dropped, and -d says why)")
+
+
+def crash(who: str, returncode: int, stderr: str, when: str = "during the check",
+          should: str = KEEPS_RUNNING) -> Failed:
+    """The words for a program that ended when it should have kept running: this is what the
+    learner must fix first, whatever else went wrong after it."""
+    shown = "\n".join(f"        {line}" for line in last_lines(stderr) or ["(nothing)"])
+    return Failed(f"{who} died {when} ({status(returncode)}); the last lines it printed on "
+                  f"stderr:\n{shown}", should)
+
+
+def died(who: str, process: "subprocess.Popen[bytes]", stderr: str) -> Optional[Failed]:
+    """crash(...) if `process` (which nobody asked to stop) has exited; None while it runs."""
+    if process.poll() is None:
+        return None
+    return crash(who, process.returncode, stderr)

@@ -279,3 +279,45 @@ def add_address(hosts: Hosts, side: str, interface: str, addresses: Sequence[str
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# a's home network, behind its NAT (add_nat): the router's inside address, and a's.
+NAT_INSIDE = {"n": "203.0.113.254", "a": "203.0.113.1"}
+
+
+def add_nat(hosts: Hosts, forget_after: int = 3, random_ports: bool = False) -> None:
+    """Put a behind a NAT, host "n": a home router between a and the cable.
+
+    a's end of the cable moves into n, which keeps a's underlay address there: the peer still
+    sees datagrams from UNDERLAY["a"], now the router's. a gets NAT_INSIDE["a"] on a cable of
+    its own to n. n masquerades what a sends out (nftables), and forgets a UDP mapping after
+    `forget_after` seconds without a datagram either way: then the peer cannot reach a until
+    a sends again. With `random_ports`, each new mapping leaves from a port of its own.
+    """
+    add_host(hosts, "n")
+    outside, inside = f"{hosts.prefix}v", f"{hosts.prefix}i"
+    sh(*in_namespace(hosts, "a"), "ip", "link", "set", "dev", outside, "netns",
+       hosts.namespace("n"))
+    sh(*in_namespace(hosts, "n"), "ip", "link", "set", "dev", outside, "up")
+    add_address(hosts, "n", outside, UNDERLAY["a"][:1])
+    cable(hosts, "a", "n", "i")
+    for side in "an":
+        add_address(hosts, side, inside, (NAT_INSIDE[side],))
+    sh(*in_namespace(hosts, "a"), "ip", "route", "add", "default", "via", NAT_INSIDE["n"])
+    sh(*in_namespace(hosts, "n"), "nft", "add table ip nat; "
+       "add chain ip nat postrouting { type nat hook postrouting priority srcnat; }; "
+       f"add rule ip nat postrouting oifname {outside} masquerade"
+       + (" random" if random_ports else ""))
+    # After the masquerade rule: it loads conntrack, whose settings then exist in n.
+    sysctl(hosts, "n", "net.ipv4.ip_forward", 1)
+    # A mapping that has carried datagrams both ways (a "stream") keeps its own timeout.
+    for setting in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+        sysctl(hosts, "n", f"net.netfilter.{setting}", forget_after)
+    for side in "ab":  # no router solicitations every 4 s: they would keep the mapping alive
+        sysctl(hosts, side, "net.ipv6.conf.default.router_solicitations", 0)
+
+
+def sysctl(hosts: Hosts, side: str, setting: str, value: int) -> None:
+    """Set a kernel setting of namespace `side` (those under net. are per namespace)."""
+    path = "/proc/sys/" + setting.replace(".", "/")
+    run(hosts, side, sys.executable, "-c", f"open({path!r}, 'w').write('{value}')")

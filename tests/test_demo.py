@@ -101,3 +101,18 @@ def test_the_kept_demo_stops_on_ctrl_c_or_sigterm_and_cleans_up(root: None, how:
     assert "nothing is left behind" in seen
     assert prefix not in namespaces()
     assert processes_in(prefix) == []
+
+
+def test_the_demo_behind_a_nat_pings_through_it_and_cleans_up(root: None) -> None:
+    demo = subprocess.run([sys.executable, str(DEMO), "--nat"], capture_output=True, text=True,
+                          timeout=90)
+    out = demo.stdout
+    assert demo.returncode == 0, out + demo.stderr
+    prefix = re.search(r"namespaces (tv\w+)-a", out).group(1)
+    assert f"a sits behind a NAT: namespace {prefix}-n" in out
+    assert "3 packets transmitted, 3 received" in out
+    # On the cable, a's datagrams come from the NAT's outer address, from port 5000 still.
+    assert "protocol 17 (UDP), 192.0.2.1 -> 192.0.2.2" in out
+    assert "port 5000 -> 5000, length 92 (8 + 84)" in out
+    assert prefix not in namespaces()
+    assert processes_in(prefix) == []

@@ -8,7 +8,7 @@
 - a solved tinyvpn.py still passes the tunnel tests, socat's interop included, without the new
   options.
 
-They need root (see conftest.py). The ones marked `ladder` take about two minutes; .ci/run runs
+They need root (see conftest.py). The ones marked `ladder` take about five minutes; .ci/run runs
 them once, on the Python of the README's command.
 """
 
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import exercises
+import netns
 import pytest
 from netns import TINYVPN
 
@@ -98,6 +99,17 @@ def test_solutions_1_to_n_pass_rungs_1_to_n_and_not_the_next(
     assert exercises.check(n + 1, program) is not None
 
 
+KEEPALIVE_LIKE_ANY = """\
+            return "no valid tag"  # checked first: only the peer may move the window
+"""
+KEEPALIVE_NOT_NUMBERED = KEEPALIVE_LIKE_ANY + """\
+        if len(datagram) == COUNTER + TAG:
+            return ""  # a keep-alive: nothing in it to replay
+"""
+WINDOW_OF_ANY_RUN = """\
+        return "" if self.is_new(int.from_bytes(data[:COUNTER], "big")) else "replay"
+"""
+SHIFT = "self.seen = (self.seen << min(number - self.highest, WINDOW) | 1) % 2**WINDOW"
 CHECK_TAG_THEN_WINDOW = """\
         if len(datagram) < COUNTER + TAG or not hmac.compare_digest(tag, self.tag(data)):
             return "no valid tag"  # checked first: only the peer may move the window
@@ -112,8 +124,21 @@ CHECK_WINDOW_THEN_TAG = """\
 """
 
 # A reference solution with one plausible mistake: (rung, mistake, the text it replaces, what
-# replaces it, words the checker's "what happened" must hold).
+# replaces it, words the checker's "what happened" must hold: one string, or several).
 WRONG = [
+    # A program that dies is named first, with its error, before any symptom.
+    (1, "a syntax error, with --keepalive done", "\n\n\ndef seconds(", "\n\n\ndef seconds(:",
+     ("tinyvpn.py --help died at once (exit status 1)", "SyntaxError")),
+    (1, "a misspelt method on the keep-alive path", "network.send([memoryview(b\"\")])",
+     "network.sned([memoryview(b\"\")])",
+     ("a's tinyvpn died during the check (exit status 1)", "AttributeError", "sned")),
+    (2, "the datagram unpacked before its length is checked",
+     "            packet, tag = datagram[:-TAG], datagram[-TAG:]\n",
+     "            packet, tag = datagram[:-TAG], datagram[-TAG:]\n"
+     "            struct.unpack(\"!BB\", datagram[:2])  # the IP version, to show it\n",
+     ("b's tinyvpn died during the check (exit status 1)",
+      "struct.error: unpack requires a buffer of 2 bytes")),
+    # The rest, by rung.
     (1, "keep-alives written to the TUN",
      "written = os.write(self.write_fd, packet) if packet else 0",
      "written = os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
@@ -123,6 +148,11 @@ WRONG = [
      "network.send(packets)\n", "while it was sending a ping every 0.2 s"),
     (1, "a polling loop", "select.select(watched, [], [], timeout)",
      "select.select(watched, [], [], 0.01 if keepalive else None)", "a polling loop"),
+    (1, "-d says keepalive", "return \"keep-alive\"", "return \"keepalive\"",
+     "b's -d line for a keep-alive"),
+    (1, "keep-alives sent from a socket of their own", "network.send([memoryview(b\"\")])",
+     "socket.socket(network.sock.family, socket.SOCK_DGRAM).sendto(b\"\", network.peer)",
+     "b's pings to a got no answer: a's NAT"),
     (2, "a bad tag is reported, and the packet written anyway",
      "            if len(datagram) >= TAG and hmac.compare_digest(tag, self.tag(packet)):\n"
      "                yield packet, sender\n"
@@ -136,17 +166,41 @@ WRONG = [
     (2, "a datagram shorter than a tag is let through",
      "if len(datagram) >= TAG and hmac.compare_digest(tag, self.tag(packet)):",
      "if len(datagram) < TAG or hmac.compare_digest(tag, self.tag(packet)):",
-     "b's -d lines for mallory's forged, empty and 15-byte datagrams"),
+     "b's -d lines for mallory's 6 datagrams"),
     (2, "keep-alives sent without a tag", "network.send([memoryview(b\"\")])",
      "getattr(network, \"network\", network).send([memoryview(b\"\")])",
-     "b dropped a datagram from a"),
-    (2, "a key of 10 bytes accepted", "    if len(key) < 16:\n", "    if len(key) < 1:\n",
-     "given a key file of 10 bytes"),
+     "a sent a datagram of 0 bytes whose last 16 bytes are not the tag"),
+    (2, "a key of 15 bytes accepted", "    if len(key) < 16:\n", "    if len(key) < 1:\n",
+     "given a key file of 15 bytes"),
+    (2, "a key of 16 bytes refused", "    if len(key) < 16:\n", "    if len(key) <= 16:\n",
+     "given a key file of 16 bytes"),
+    (2, "the key file's newline stripped", "key = file.read()", "key = file.read().strip()",
+     "less the newline at their end"),
+    (2, "a tag compared in its first 15 bytes", "hmac.compare_digest(tag, self.tag(packet))",
+     "hmac.compare_digest(tag[:15], self.tag(packet)[:15])", "the last byte of its tag changed"),
+    (2, "a tag compared from its second byte", "hmac.compare_digest(tag, self.tag(packet))",
+     "hmac.compare_digest(tag[1:], self.tag(packet)[1:])", "the first byte of its tag changed"),
     (3, "a window that drops reordered datagrams",
      "if age >= WINDOW or self.seen >> age & 1:", "if age >= 0:",
-     "b did not accept one 60 behind the newest"),
+     "b did not accept one 63 behind the newest"),
     (3, "a window with no lower edge", "if age >= WINDOW or self.seen >> age & 1:",
-     "if self.seen >> age & 1:", "b accepted one 69 behind the newest"),
+     "if self.seen >> age & 1:", "b accepted one 64 behind the newest"),
+    (3, "a window one too wide", "if age >= WINDOW or", "if age > WINDOW or",
+     "b accepted one 64 behind the newest"),
+    (3, "a window one too narrow", "if age >= WINDOW or", "if age >= WINDOW - 1 or",
+     "b did not accept one 63 behind the newest"),
+    (3, "a move by 64 that shifts by nothing", "min(number - self.highest, WINDOW)",
+     "(number - self.highest) % WINDOW",
+     "b did not accept one 63 behind the new highest, never seen (after a move of 64)"),
+    (3, "a move by 64 or more that forgets the new highest", SHIFT,
+     "self.seen = (self.seen << (number - self.highest) | 1) % 2**WINDOW "
+     "if number - self.highest < WINDOW else 0",
+     "mallory sent b again the first datagram a had sent, and b took it"),
+    (3, "replayed keep-alives taken", KEEPALIVE_LIKE_ANY, KEEPALIVE_NOT_NUMBERED,
+     "mallory sent b again the keep-alives a had sent, and b took them"),
+    (3, "the window checked before the tag, seen at rung 2", CHECK_TAG_THEN_WINDOW,
+     CHECK_WINDOW_THEN_TAG, "a's datagrams each carried the right tag and a number of their "
+     "own, and b dropped one as a replay"),
     (3, "the window moved before the tag is checked", CHECK_TAG_THEN_WINDOW,
      CHECK_WINDOW_THEN_TAG,
      "after mallory sent one datagram numbered 2^64 - 1 with a wrong tag"),
@@ -161,11 +215,23 @@ WRONG = [
      "            dropped = self.check(datagram)\n"
      "            if dropped == \"replay\":\n                self.network.peer = sender\n",
      "datagrams of a's, caught and replayed"),
+    (4, "the peer follows datagrams without --key too",
+     "                local.write(packet, sender)\n",
+     "                getattr(network, \"network\", network).peer = sender\n"
+     "                local.write(packet, sender)\n",
+     "b, started without --key, sent its packets for a to mallory"),
+    (4, "replayed keep-alives move the peer", KEEPALIVE_LIKE_ANY, KEEPALIVE_NOT_NUMBERED,
+     "a keep-alive of a's, caught and replayed"),
     (5, "the counter alone as the nonce", "self.run = os.urandom(RUN)",
      "self.run = bytes(RUN)", "two datagrams were enciphered with the same keystream"),
     (5, "a nonce for each direction, not for each run", "self.run = os.urandom(RUN)",
      "self.run = network.peer[0].encode()[-RUN:]",
      "two datagrams were enciphered with the same keystream"),
+    (5, "a new window for each run of the peer", WINDOW_OF_ANY_RUN,
+     "        if data[COUNTER:COUNTER + RUN] != getattr(self, \"peer_run\", b\"\"):\n"
+     "            self.highest = self.seen = 0  # a new run of the peer: a new window\n"
+     "            self.peer_run = bytes(data[COUNTER:COUNTER + RUN])\n" + WINDOW_OF_ANY_RUN,
+     "a number it had seen before the restart"),
     (5, "the IP header left in the clear",
      "nonce + xor(packet, self.keystream(nonce, len(packet)))",
      "nonce + bytes(packet[:20]) + xor(packet[20:], self.keystream(nonce, len(packet) - 20))",
@@ -173,12 +239,16 @@ WRONG = [
 ]
 
 
+# Mistakes that show below their own rung: the rung checked, and the section to reread.
+SEEN_AT = {"the window checked before the tag, seen at rung 2": (2, "3. replay")}
+
+
 @pytest.mark.ladder
 @pytest.mark.parametrize("rung, mistake, text, wrong, words", WRONG,
                          ids=[f"{rung}: {mistake}" for rung, mistake, *_ in WRONG])
 def test_a_plausible_wrong_solution_is_caught(root: None, solved: Iterator, tmp_path: Path,
                                              rung: int, mistake: str, text: str, wrong: str,
-                                             words: str) -> None:
+                                             words: "str | tuple") -> None:
     solution = solved(rung).read_text()  # type: ignore[operator]
     if mistake == "the IP header left in the clear":  # the receiving side makes it too
         solution = solution.replace(
@@ -188,9 +258,12 @@ def test_a_plausible_wrong_solution_is_caught(root: None, solved: Iterator, tmp_
     assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
     program = tmp_path / "tinyvpn.py"
     program.write_text(solution.replace(text, wrong))
-    failure = exercises.check(rung, program)
-    assert failure is not None, f"{mistake}: passed rung {rung}"
-    assert words in failure.happened
+    checked, section = SEEN_AT.get(mistake, (rung, exercises.RUNGS[rung - 1][2]))
+    failure = exercises.check(checked, program)
+    assert failure is not None, f"{mistake}: passed rung {checked}"
+    for word in (words,) if isinstance(words, str) else words:
+        assert word in failure.happened
+    assert (failure.section or exercises.RUNGS[checked - 1][2]) == section
 
 
 @pytest.mark.ladder
@@ -199,7 +272,7 @@ def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
     environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}  # type: ignore[operator]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           str(TESTS / "test_tunnel.py"), str(TESTS / "test_interop.py"),
-                          str(TESTS / "test_stdio.py")],
+                          str(TESTS / "test_stdio.py"), str(TESTS / "test_command_line.py")],
                          env=environment, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:]
     assert " passed" in run.stdout.splitlines()[-1] and "skipped" not in run.stdout
@@ -217,3 +290,27 @@ def test_the_demo_with_a_key_shows_mallory_dropped_and_the_cable_unreadable(
     assert "(from 192.0.2.3:" in demo.stdout and "DROPPED: no valid tag" in demo.stdout
     assert "No answer reached a: b's tinyvpn dropped mallory's datagram" in demo.stdout
     assert "198.51.100.2 (c6 33 64 01 c6 33 64 02) are nowhere in it." in demo.stdout
+
+
+def test_the_checks_nat_forgets_an_idle_tunnel(root: None) -> None:
+    """What rung 1's check relies on: behind the NAT of the checks, without keep-alives, b
+    cannot reach a once the tunnel has idled past the NAT's timeout."""
+    with exercises.lab(TINYVPN, nat="kept") as tunnel:
+        for side in "ab":
+            tunnel.start(side)
+        netns.bring_up_tunnel(tunnel.hosts)
+        assert tunnel.ping("a", 2) and tunnel.ping("b", 2)
+        exercises.wait_until_idle(tunnel, exercises.FORGET + 0.5)
+        assert not tunnel.ping("b", 2)
+
+
+def test_the_checks_random_nat_sends_a_from_a_port_b_does_not_know(root: None) -> None:
+    """What rung 4's check relies on: behind the NAT that picks a port per mapping, a tinyvpn
+    that does not follow its peer answers to a port that leads nowhere."""
+    with exercises.lab(TINYVPN, nat="random") as tunnel:
+        for side in "ab":
+            tunnel.start(side)
+        netns.bring_up_tunnel(tunnel.hosts)
+        assert not tunnel.ping("a", 2)
+        assert tunnel.cable.ports(exercises.A, exercises.B)[-1][0] != netns.PORT
+        assert tunnel.cable.ports(exercises.B, exercises.A)[-1][1] == netns.PORT
