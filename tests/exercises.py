@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import exercises_crypto
 import netns
 from ladder import Failed
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
@@ -554,11 +555,17 @@ RUNGS: Sequence[tuple] = (
     ("replay", check_replay, "3. replay"),
     ("roam", check_roam, "4. roam"),
     ("encrypt", check_encrypt, "5. encrypt"),
+    *exercises_crypto.RUNGS,  # part two: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519
 )
+PART_ONE = 5  # rungs 1 to 5; the ones after them are part two's, in its own guide
+
+
+def guide(rung: int) -> str:
+    return GUIDE if rung <= PART_ONE else exercises_crypto.GUIDE
 
 
 def check(rung: int, program: Path) -> Optional[Failed]:
-    """Check one rung (1 to 5); None if it passes."""
+    """Check one rung (1 to len(RUNGS)); None if it passes."""
     try:
         RUNGS[rung - 1][1](program)
     except Failed as failure:
@@ -570,8 +577,10 @@ def check(rung: int, program: Path) -> Optional[Failed]:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS), choices=range(1, 6),
-                        metavar="N", help="check rungs 1 to N (default: all 5)")
+    parser.add_argument("rungs", nargs="?", type=int, default=PART_ONE,
+                        choices=range(1, len(RUNGS) + 1), metavar="N",
+                        help=f"check rungs 1 to N (default: part one's {PART_ONE}; part two's "
+                             f"go up to {len(RUNGS)})")
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
     args = parser.parse_args(argv)
@@ -593,7 +602,8 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  rung {rung}  {name:<13} FAILED   {took}\n"
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
-              f"      reread:        {GUIDE}, \"{section}\"", flush=True)
+              f"      reread:        {guide(rung)}, \"{failure.section or section}\"",
+              flush=True)
         print(f"Stopped at rung {rung}: {rung - 1} of {args.rungs} passed.")
         return 1
     print(f"All {args.rungs} rungs passed." if args.rungs > 1 else "Rung 1 passed.")
