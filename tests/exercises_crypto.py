@@ -316,12 +316,12 @@ P255 = 2**255 - 19
 def x25519(scalar: bytes, u: bytes, mistake: str = "") -> bytes:
     order = "big" if mistake == "big-endian" else "little"
     k = int.from_bytes(scalar, order)  # type: ignore[arg-type]
-    if mistake != "no clamping":
+    if not mistake.startswith("no clamping"):
         k = k & ~7 & ~(1 << 255) | 1 << 254
     x1 = int.from_bytes(u, order) % (2**256 if mistake == "no masking" else 2**255)  # type: ignore[arg-type]
     a24 = 121666 if mistake == "a24 = 121666" else 121665
     x2, z2, x3, z3 = 1, 0, x1, 1
-    for t in reversed(range(256 if mistake == "no clamping" else 255)):
+    for t in reversed(range(256 if mistake == "no clamping, 256 bits" else 255)):
         bit = k >> t & 1
         if bit:
             x2, z2, x3, z3 = x3, z3, x2, z2
@@ -338,9 +338,11 @@ def x25519(scalar: bytes, u: bytes, mistake: str = "") -> bytes:
     return result.to_bytes(32, order)  # type: ignore[arg-type]
 
 
+NO_CLAMPING = ("does not clamp the scalar (RFC 7748 5: clear its 3 lowest bits and bit 255, "
+               "set bit 254)")
 X25519_MISTAKES = {
-    "no clamping": "does not clamp the scalar (RFC 7748 5: clear its 3 lowest bits and bit "
-                   "255, set bit 254)",
+    "no clamping": NO_CLAMPING,
+    "no clamping, 256 bits": NO_CLAMPING,
     "no masking": "does not mask u's top bit (RFC 7748 5: bit 255 of u is ignored)",
     "big-endian": "reads and writes the numbers big-endian (RFC 7748 5: little-endian)",
     "a24 = 121666": "uses a24 = 121666 (in z_2 = E * (AA + a24 * E), a24 = 121665)",
