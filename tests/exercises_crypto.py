@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import secrets
 import select
 import shutil
@@ -372,6 +373,9 @@ def probe(program: str) -> None:
     [function, arguments...]; bytes as {"hex": ...}) and answer each on a line of stdout."""
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # what the learner's code prints goes to stderr, never among the answers
+    # An X25519 that never reduces modulo p doubles its numbers at every step: a MemoryError
+    # here, not the machine's memory gone.
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
     calls = json.load(sys.stdin)
     try:
         spec = importlib.util.spec_from_file_location("tinyvpn_under_test", program)
@@ -384,6 +388,9 @@ def probe(program: str) -> None:
     for name, *arguments in calls:
         values = [bytes.fromhex(a["hex"]) if isinstance(a, dict) else a for a in arguments]
         print(json.dumps(make_call(module, program, name, values)), file=answers, flush=True)
+
+
+MEMORY = 2 * 1024**3  # bytes the learner's calls may use
 
 
 def make_call(module: Any, program: str, name: str, values: list) -> dict:
@@ -477,10 +484,13 @@ def judge(program: Path, made: Call, answer: dict) -> None:
     got = bytes.fromhex(answer["hex"]) if "hex" in answer else None
     if got == made.expected:
         return
-    if got is None or made.expected is None:
-        raise Failed(f"{made.what}: {made.name} returned {show(got)}", made.should)
-    raise Failed(f"{made.what}: {made.name} returned {show(got)}, not {show(made.expected)}"
-                 + why(made, got), made.should)
+    if got is None:
+        raise Failed(f"{made.what}: {made.name} returned None", made.should)
+    if made.expected is None:
+        raise Failed(f"{made.what}: {made.name} returned {len(got)} bytes of plaintext, not "
+                     "None", made.should)
+    raise Failed(f"{made.what}: {made.name} returned {difference(made, got)}{why(made, got)}",
+                 made.should)
 
 
 SIGNATURES = {
@@ -492,25 +502,30 @@ SIGNATURES = {
 }
 
 
-def show(data: Optional[bytes]) -> str:
-    if data is None:
-        return "None"
+def show(data: bytes) -> str:
     if not data:
         return "b'' (0 bytes)"
     return f"{data[:8].hex(' ')}{' ...' if len(data) > 8 else ''} ({len(data)} bytes)"
 
 
+def difference(made: Call, got: bytes) -> str:
+    """What `got` is, next to what it should be, from the first byte where they differ."""
+    expected = made.expected or b""
+    right = next((i for i, (x, y) in enumerate(zip(got, expected)) if x != y),
+                 min(len(got), len(expected)))
+    if right < 8 or len(got) != len(expected):
+        return f"{show(got)}, not {show(expected)}"
+    where = f"from byte {right} on"
+    if made.name == "aead_encrypt" and right >= len(expected) - 16:
+        where = "the ciphertext is right, the tag (the last 16 bytes) is not"
+    return (f"{len(got)} bytes, the first {right} right; {where}: {got[right:right + 8].hex(' ')}"
+            f" ..., not {expected[right:right + 8].hex(' ')} ...")
+
+
 def why(made: Call, got: bytes) -> str:
-    """The likely mistake behind a wrong answer, in words; else where it goes wrong."""
-    assert made.expected is not None
-    if made.mistakes:
-        mistake = likely_mistake(made.name, made.args, got)
-        if mistake:
-            return f": what a {made.name} gives that {mistake}"
-    if len(got) != len(made.expected):
-        return f": {len(got)} bytes for {len(made.expected)}"
-    right = next(i for i, (x, y) in enumerate(zip(got, made.expected)) if x != y)
-    return f"; the first {right} bytes are right" if right else ""
+    """The likely mistake behind a wrong answer, in words."""
+    mistake = likely_mistake(made.name, made.args, got) if made.mistakes else ""
+    return f"; that is what {made.name} gives when it {mistake}" if mistake else ""
 
 
 # --- Rung 6: ChaCha20 --------------------------------------------------------------------
@@ -738,8 +753,9 @@ def check_bad_keys(program: Path, folder: Path) -> None:
         lines = result.stderr.strip().splitlines()
         if result.returncode == 0 or "Traceback" in result.stderr or not lines \
                 or words not in lines[-1]:
+            traceback = " (a traceback) ending" if "Traceback" in result.stderr else ""
             raise Failed(f"given {what}, tinyvpn exited with status {result.returncode} and "
-                         f"said: {result.stderr.strip()[-300:] or '(nothing)'}",
+                         f"said{traceback}: {lines[-1] if lines else '(nothing)'}",
                          f"a one-line error that says what is wrong (mentioning {words!r}), "
                          "and a non-zero exit status")
 

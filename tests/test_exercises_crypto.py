@@ -110,11 +110,20 @@ def test_the_shipped_file_fails_each_rung_for_want_of_its_function(rung: int,
     assert failure.happened == f"tinyvpn.py has no function {function} yet"
 
 
-def test_a_learner_runs_rung_6_on_the_shipped_file(root: None) -> None:
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "6"],
-                         capture_output=True, text=True, timeout=60)
+@pytest.mark.ladder
+def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Iterator) -> None:
+    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
+                          str(solved(5))], capture_output=True, text=True,  # type: ignore
+                         timeout=300)
     assert run.returncode == 1
-    assert "rung 1  keep-alive    FAILED" in run.stdout  # the ladder starts at the bottom
+    assert "rung 5  encrypt       passed" in run.stdout
+    assert "rung 6  ChaCha20      FAILED" in run.stdout
+    assert ("      what happened: tinyvpn.py has no function chacha20 yet\n"
+            "      what should:   a function chacha20(key, counter, nonce, data) -> bytes at "
+            "the top level of the file, with that name exactly (the contract in "
+            "tests/exercises/part-two.md)\n"
+            "      reread:        tests/exercises/part-two.md, \"6. ChaCha20\"\n") in run.stdout
+    assert run.stdout.endswith("Stopped at rung 6: 5 of 8 passed.\n")
 
 
 def test_a_crash_is_named_first_with_its_line(tmp_path: Path) -> None:
@@ -134,12 +143,16 @@ def test_a_crash_is_named_first_with_its_line(tmp_path: Path) -> None:
                                 "by zero (tinyvpn.py:3)")
 
 
-def test_an_endless_loop_is_caught(tmp_path: Path) -> None:
+def test_an_endless_loop_and_a_memory_hog_are_caught(tmp_path: Path) -> None:
     program = tmp_path / "tinyvpn.py"
     program.write_text("def chacha20(key, counter, nonce, data):\n    while True:\n"
                        "        pass\n")
     with pytest.raises(crypto.Failed, match=r"chacha20 did not return in 2 s \(an endless "):
         crypto.call_all(program, crypto.chacha20_calls(), timeout=2)
+    program.write_text("def x25519(scalar, u):\n    return bytes(3 * 1024**3)\n")
+    failure = check(8, program)
+    assert failure is not None
+    assert failure.happened.startswith("RFC 7748 5.2's vector #1: x25519 raised MemoryError")
 
 
 def test_a_function_that_returns_something_else_is_told_so(tmp_path: Path) -> None:
@@ -200,10 +213,10 @@ WRONG = [
     (6, "the block counter big-endian", 'counter, *struct.unpack("<3L", nonce)]',
      '*struct.unpack("<L", counter.to_bytes(4, "big")), *struct.unpack("<3L", nonce)]',
      "RFC 8439 2.3.2's block (counter 1): 64 zero bytes: chacha20 returned b8 26 49 fc 24 19 95 "
-     "43 ... (64 bytes), not 10 f1 e7 e4 d1 3b 59 15 ... (64 bytes): what a chacha20 gives "
-     "that puts the block counter into the state big-endian"),
+     "43 ... (64 bytes), not 10 f1 e7 e4 d1 3b 59 15 ... (64 bytes); that is what chacha20 "
+     "gives when it puts the block counter into the state big-endian"),
     (6, "the nonce read big-endian", 'struct.unpack("<3L", nonce)', 'struct.unpack(">3L", nonce)',
-     "what a chacha20 gives that reads the nonce's words big-endian"),
+     "when it reads the nonce's words big-endian"),
     (6, "the input state not added back",
      'struct.pack("<16L", *((m + s) & MASK32 for m, s in zip(mixed, state)))',
      'struct.pack("<16L", *mixed)', "leaves out the last step: adding the input state"),
@@ -220,15 +233,16 @@ WRONG = [
      'r = int.from_bytes(key[:16], "little")',
      "RFC 8439 2.5.2's 'Cryptographic Forum Research Group': poly1305 returned"),
     (7, "Poly1305 without clamping r, words", 'r = int.from_bytes(key[:16], "little") & CLAMP',
-     'r = int.from_bytes(key[:16], "little")', "that does not clamp r"),
+     'r = int.from_bytes(key[:16], "little")', "when it does not clamp r"),
     (7, "blocks without the 1 beyond them", 'block = message[start:start + 16] + b"\\x01"',
      "block = message[start:start + 16]", "without the 1 beyond its last byte"),
     (7, "the tag without the length block",
      "poly1305(one_time_key, pad16(aad) + pad16(ciphertext) + lengths)",
      "poly1305(one_time_key, pad16(aad) + pad16(ciphertext))",
-     "RFC 8439 2.8.2's sunscreen: aead_encrypt returned d3 1a 8d 34 64 8e 60 db ... (130 "
-     "bytes), not d3 1a 8d 34 64 8e 60 db ... (130 bytes): what a aead_encrypt gives that "
-     "leaves the lengths out of the tag"),
+     "RFC 8439 2.8.2's sunscreen: aead_encrypt returned 130 bytes, the first 114 right; the "
+     "ciphertext is right, the tag (the last 16 bytes) is not: 27 e6 da aa 63 39 23 2a ..., not "
+     "1a e1 0b 59 4f 09 e2 6a ...; that is what aead_encrypt gives when it leaves the lengths "
+     "out of the tag"),
     (7, "no padding", "return data + bytes(-len(data) % 16)", "return data",
      "does not pad aad and ciphertext to a multiple of 16"),
     (7, "16 bytes of padding when none is due", "return data + bytes(-len(data) % 16)",
@@ -243,7 +257,7 @@ WRONG = [
      "if len(sealed) < 16 or not hmac.compare_digest(tag, aead_tag(key, nonce, ciphertext, aad)):",
      "if len(sealed) < 16:",
      "2.8.2's sealed sunscreen, bit 0 of the ciphertext's first byte flipped: aead_decrypt "
-     "returned"),
+     "returned 114 bytes of plaintext, not None"),
     (7, "half the tag compared", "hmac.compare_digest(tag, aead_tag(key, nonce, ciphertext, aad))",
      "hmac.compare_digest(tag[:8], aead_tag(key, nonce, ciphertext, aad)[:8])",
      "bit 4 of the tag's middle byte flipped: aead_decrypt returned"),
