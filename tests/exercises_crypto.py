@@ -385,6 +385,7 @@ def probe(program: str) -> None:
     except BaseException as error:  # a SyntaxError, an exception, even sys.exit() at import
         print(json.dumps({"crash": crash(error, program)}), file=answers, flush=True)
         return
+    print(json.dumps({"imported": True}), file=answers, flush=True)
     for name, *arguments in calls:
         values = [bytes.fromhex(a["hex"]) if isinstance(a, dict) else a for a in arguments]
         print(json.dumps(make_call(module, program, name, values)), file=answers, flush=True)
@@ -453,6 +454,13 @@ def call_all(program: Path, calls: Sequence[Call], timeout: float) -> None:
     if answers and "crash" in answers[0]:
         raise Failed(f"{program.name} does not import: {answers[0]['crash']}",
                      "python3 -c 'import tinyvpn' runs without an error: fix that first")
+    if not answers:
+        raise Failed(f"importing {program.name} did not end in {timeout:.0f} s" if not finished
+                     else f"importing {program.name} ended Python; it said: "
+                     f"{(errors.strip().splitlines() or ['(nothing)'])[-1]}",
+                     "importing it only defines things: main() runs under "
+                     "`if __name__ == \"__main__\":`")
+    answers = answers[1:]
     for made, answer in zip(calls, answers):
         judge(program, made, answer)
     if len(answers) < len(calls):

@@ -149,6 +149,9 @@ def test_an_endless_loop_and_a_memory_hog_are_caught(tmp_path: Path) -> None:
                        "        pass\n")
     with pytest.raises(crypto.Failed, match=r"chacha20 did not return in 2 s \(an endless "):
         crypto.call_all(program, crypto.chacha20_calls(), timeout=2)
+    program.write_text("import time\n\ntime.sleep(60)  # main() run at import, say\n")
+    with pytest.raises(crypto.Failed, match=r"^importing tinyvpn.py did not end in 2 s$"):
+        crypto.call_all(program, crypto.chacha20_calls(), timeout=2)
     program.write_text("def x25519(scalar, u):\n    return bytes(3 * 1024**3)\n")
     failure = check(8, program)
     assert failure is not None
