@@ -700,8 +700,9 @@ def check_public_key(program: Path, folder: Path) -> None:
             if option not in usage:
                 raise Failed(f"tinyvpn has no {option} option yet: --help does not list it",
                              f"it understands {option}, as the rung describes")
-        raise Failed(f"tinyvpn {' '.join(options)} stdio ... said: "
-                     f"{' / '.join(said[-3:]) or '(nothing)'}",
+        raise Failed(f"given a file as wg genkey writes it (44 characters and a newline), "
+                     f"tinyvpn {' '.join(options)} stdio ... {'said' if running else 'ended'}"
+                     f" and said: {said[-1] if said else '(nothing)'}",
                      "-d says at start, on stderr, 'public key: ' and this host's public key "
                      "in base64, as `wg show` does")
     printed = named[0]

@@ -287,6 +287,9 @@ WRONG = [
     (8, "the private key shown as the public one",
      "base64.b64encode(x25519(args.private_key, BASE_POINT))",
      "base64.b64encode(args.private_key)", "that is the private key itself"),
+    (8, "the key file's newline not stripped", "file.read().strip()", "file.read()",
+     "given a file as wg genkey writes it (44 characters and a newline), tinyvpn -d "
+     "--private-key"),
     (8, "a key of 31 bytes accepted", "    if len(key) != 32:\n", "    if len(key) > 32:\n",
      "given a --private-key file holding 31 bytes in base64, tinyvpn started and ran"),
     (8, "the base64 error left to argparse",
