@@ -5,8 +5,9 @@ into a failure, so a CI run can never pass without having pushed traffic through
 """
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,28 @@ def hosts(root: None) -> Iterator[netns.Hosts]:
     """Two namespaces joined by veth, removed after the test whatever happens."""
     with netns.two_hosts() as made:
         yield made
+
+
+# The exercises' reference solutions, in rung order: 1, 2, ..., 9, 10 (not 1, 10, 11, 2, ...).
+SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions").glob("*.patch"),
+                   key=lambda patch: int(patch.name.split("-")[0]))
+
+
+@pytest.fixture(scope="session")
+def solved(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """solved(n): a copy of tinyvpn.py with reference solutions 1 to n applied, as a learner
+    would apply them: `git apply`, in order, to the tinyvpn.py of this commit."""
+    folder = tmp_path_factory.mktemp("solved")
+    made: dict = {}
+
+    def make(n: int) -> Path:
+        if n not in made:
+            made[n] = folder / str(n) / "tinyvpn.py"
+            made[n].parent.mkdir()
+            made[n].write_bytes(netns.TINYVPN.read_bytes())
+            for patch in SOLUTIONS[:n]:
+                subprocess.run(["git", "apply", str(patch)], cwd=made[n].parent, check=True,
+                               capture_output=True)
+        return made[n]
+
+    return make

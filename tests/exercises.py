@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import exercises_crypto
 import netns
 from ladder import Failed, crash, died
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
@@ -820,7 +821,15 @@ RUNGS: list = [
     ("replay", check_replay, "3. replay"),
     ("roam", check_roam, "4. roam"),
     ("encrypt", check_encrypt, "5. encrypt"),
+    # Part two, in its own guide: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519.
+    *exercises_crypto.RUNGS,
 ]
+PART_ONE = 5  # rungs 1 to 5; the ones after them are part two's
+
+
+def guide(rung: int) -> str:
+    """The guide that explains `rung`."""
+    return GUIDE if rung <= PART_ONE else exercises_crypto.GUIDE
 
 
 def check(rung: int, program: Path) -> Optional[Failed]:
@@ -834,16 +843,17 @@ def check(rung: int, program: Path) -> Optional[Failed]:
     return None
 
 
-def reread(section: str) -> str:
-    """Where to read a section: this guide's, or one that names its own guide ("GUIDE.md, ...")."""
-    return section if ".md" in section else f"{GUIDE}, \"{section}\""
+def reread(rung: int, section: str) -> str:
+    """Where to read a section: the rung's guide, or one the section names ("GUIDE.md, ...")."""
+    return section if ".md" in section else f"{guide(rung)}, \"{section}\""
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, default=len(RUNGS),
+    parser.add_argument("rungs", nargs="?", type=int, default=PART_ONE,
                         choices=range(1, len(RUNGS) + 1), metavar="N",
-                        help=f"check rungs 1 to N (default: all {len(RUNGS)})")
+                        help=f"check rungs 1 to N (default: part one's {PART_ONE}; part two's "
+                             f"go up to {len(RUNGS)})")
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
     args = parser.parse_args(argv)
@@ -853,7 +863,8 @@ def main(argv: Optional[list] = None) -> int:
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
                  "iputils-ping nftables")
-    print(f"Checking {args.program} against rungs 1 to {args.rungs} ({GUIDE})", flush=True)
+    guides = GUIDE if args.rungs <= PART_ONE else f"{GUIDE} and {guide(args.rungs)}"
+    print(f"Checking {args.program} against rungs 1 to {args.rungs} ({guides})", flush=True)
     for rung in range(1, args.rungs + 1):
         name, _, section = RUNGS[rung - 1]
         started = time.monotonic()
@@ -865,7 +876,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  rung {rung}  {name:<13} FAILED   {took}\n"
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
-              f"      reread:        {reread(failure.section or section)}", flush=True)
+              f"      reread:        {reread(rung, failure.section or section)}", flush=True)
         print(f"Stopped at rung {rung}: {rung - 1} of {args.rungs} passed.")
         return 1
     print(f"All {args.rungs} rungs passed." if args.rungs > 1 else "Rung 1 passed.")
