@@ -1,0 +1,584 @@
+"""The checks of part two's rungs 9 to 12 (tests/exercises/part-two-protocol.md): the learner's
+tinyvpn speaks WireGuard with a real WireGuard peer. Standard library only.
+
+Each check runs the learner's tinyvpn in namespace a, with --private-key and --peer-key, and a
+WireGuard that nobody here wrote in namespace b: wireguard-go, configured with `wg` (this kernel
+may have no wireguard module). It watches the cable with tests/wire.py, and, knowing every key
+(it made them), decodes what a sent and says which field is wrong; it also plays the peer itself
+where it needs a message the real one would never send (a response with a bit flipped, an
+initiation replayed).
+
+    underlay (veth):  a 192.0.2.1  <---->  b 192.0.2.2      UDP port 5000 on both
+    tunnel:           a 198.51.100.1 (tinyvpn's TUN)  <---->  b 198.51.100.2 (wireguard-go's)
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import shlex
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import netns
+from exercises import Recorder
+from ladder import Failed
+from netns import PORT, TUNNEL, UNDERLAY, Hosts
+
+GUIDE = "tests/exercises/part-two.md"
+A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
+
+# --- The checker's own WireGuard arithmetic (RFC 8439, RFC 7748, the WireGuard paper) ------
+# Written for this checker, slow and plain: it never runs the learner's code to judge it.
+
+
+def chacha20(key: bytes, counter: int, nonce: bytes, data: bytes) -> bytes:
+    stream = b"".join(chacha20_block(key, counter + i, nonce)
+                      for i in range((len(data) + 63) // 64))
+    return bytes(x ^ y for x, y in zip(data, stream))
+
+
+def chacha20_block(key: bytes, counter: int, nonce: bytes) -> bytes:
+    mask = 0xFFFFFFFF
+    state = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574, *struct.unpack("<8I", key),
+             counter, *struct.unpack("<3I", nonce)]
+    x = list(state)
+    for _ in range(10):
+        for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                           (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+            for s, t, u, r in ((a, b, d, 16), (c, d, b, 12), (a, b, d, 8), (c, d, b, 7)):
+                x[s] = (x[s] + x[t]) & mask
+                x[u] ^= x[s]
+                x[u] = (x[u] << r | x[u] >> (32 - r)) & mask
+    return struct.pack("<16I", *((i + j) & mask for i, j in zip(x, state)))
+
+
+def poly1305(key: bytes, message: bytes) -> bytes:
+    r = int.from_bytes(key[:16], "little") & 0x0FFFFFFC0FFFFFFC0FFFFFFC0FFFFFFF
+    total = 0
+    for i in range(0, len(message), 16):
+        total = (total + int.from_bytes(message[i:i + 16] + b"\x01", "little")) * r % (2**130 - 5)
+    return ((total + int.from_bytes(key[16:], "little")) % 2**128).to_bytes(16, "little")
+
+
+def aead_tag(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    data = aad + bytes(-len(aad) % 16) + ciphertext + bytes(-len(ciphertext) % 16)
+    return poly1305(chacha20(key, 0, nonce, bytes(32)),
+                    data + struct.pack("<QQ", len(aad), len(ciphertext)))
+
+
+def seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+    nonce = bytes(4) + counter.to_bytes(8, "little")
+    ciphertext = chacha20(key, 1, nonce, plaintext)
+    return ciphertext + aead_tag(key, nonce, ciphertext, aad)
+
+
+def unseal(key: bytes, counter: int, sealed: bytes, aad: bytes = b"") -> Optional[bytes]:
+    nonce = bytes(4) + counter.to_bytes(8, "little")
+    if len(sealed) < 16 or aead_tag(key, nonce, sealed[:-16], aad) != sealed[-16:]:
+        return None
+    return chacha20(key, 1, nonce, sealed[:-16])
+
+
+def x25519(scalar: bytes, u: bytes = (9).to_bytes(32, "little")) -> bytes:
+    p = 2**255 - 19
+    k = int.from_bytes(scalar, "little") & ~7 & (2**254 - 1) | 2**254
+    x1 = int.from_bytes(u, "little") & (2**255 - 1)
+    x2, z2, x3, z3 = 1, 0, x1, 1
+    for t in reversed(range(255)):
+        if k >> t & 1:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        da, cb, aa, bb = d * a, c * b, a * a, b * b
+        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+        x2, z2 = aa * bb % p, (aa - bb) * (aa + 121665 * (aa - bb)) % p
+        if k >> t & 1:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
+def digest(*parts: bytes) -> bytes:
+    return hashlib.blake2s(b"".join(parts)).digest()
+
+
+def kdf(key: bytes, data: bytes, count: int = 2) -> list:
+    secret, keys = hmac.new(key, data, hashlib.blake2s).digest(), [b""]
+    for i in range(1, count + 1):
+        keys.append(hmac.new(secret, keys[-1] + bytes([i]), hashlib.blake2s).digest())
+    return keys[1:]
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    return hashlib.blake2s(data, key=key, digest_size=16).digest()
+
+
+CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1 = b"mac1----"
+INITIATION, RESPONSE, TRANSPORT = (struct.pack("<I", kind) for kind in (1, 2, 4))
+NAMES = {1: "an initiation (type 1)", 2: "a response (type 2)", 3: "a cookie reply (type 3)",
+         4: "a transport message (type 4)"}
+
+
+class Noise:
+    """A handshake's state, as the paper's section 5.4 mixes it: chaining key and hash."""
+
+    def __init__(self, responder: bytes) -> None:
+        self.chain = digest(CONSTRUCTION)
+        self.hash = digest(digest(self.chain, IDENTIFIER), responder)
+
+    def mix(self, data: bytes) -> bytes:
+        self.chain, key = kdf(self.chain, data)
+        return bytes(key)
+
+    def ephemeral(self, public: bytes) -> None:
+        self.mix(public)
+        self.hash = digest(self.hash, public)
+
+    def seal(self, key: bytes, plaintext: bytes) -> bytes:
+        sealed = seal(key, 0, plaintext, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return sealed
+
+    def unseal(self, key: bytes, sealed: bytes) -> Optional[bytes]:
+        opened = unseal(key, 0, sealed, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return opened
+
+    def preshared(self) -> bytes:
+        self.chain, extra, key = kdf(self.chain, bytes(32), 3)
+        self.hash = digest(self.hash, extra)
+        return bytes(key)
+
+
+def with_macs(message: bytes, receiver: bytes) -> bytes:
+    """The message followed by mac1 (keyed for `receiver`) and an empty mac2."""
+    return message + mac(digest(LABEL_MAC1, receiver), message) + bytes(16)
+
+
+def tai64n(nanoseconds: int) -> bytes:
+    seconds, rest = divmod(nanoseconds, 10**9)
+    return struct.pack(">QI", 2**62 + 10 + seconds, rest)
+
+
+@dataclass
+class Keys:
+    """Everything the check made: both static key pairs, and a's in wg genkey's format."""
+    a: bytes
+    b: bytes
+    a_file: Path
+    b_file: Path
+
+    @property
+    def a_public(self) -> bytes:
+        return x25519(self.a)
+
+    @property
+    def b_public(self) -> bytes:
+        return x25519(self.b)
+
+
+def make_keys(folder: Path) -> Keys:
+    a, b = os.urandom(32), os.urandom(32)
+    files = folder / "a.key", folder / "b.key"
+    for key, file in zip((a, b), files):
+        file.write_text(base64.b64encode(key).decode() + "\n")
+        file.chmod(0o600)
+    return Keys(a, b, *files)
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+# --- Reading what a sent ------------------------------------------------------------------
+
+
+@dataclass
+class Initiation:
+    """An initiation as its responder reads it: the sender's index and ephemeral key, its
+    timestamp, and the handshake's state after it."""
+    message: bytes
+    index: bytes
+    ephemeral: bytes
+    stamp: bytes
+    noise: Noise
+
+
+def read_initiation(message: bytes, responder: bytes, initiator: bytes, who: str) -> Initiation:
+    """Decode an initiation as `responder` (a private key); Failed naming the first field that
+    is wrong. `initiator` is the public key expected inside."""
+    where = "9. the handshake"
+    if len(message) != 148 or message[:4] != INITIATION:
+        raise Failed(f"{who} sent {describe(message)}", "an initiation: 148 bytes, starting "
+                     "01 00 00 00 (type 1, then three zero bytes)", where)
+    expected = mac(digest(LABEL_MAC1, x25519(responder)), message[:116])
+    if message[116:132] != expected:
+        raise Failed(f"{who}'s initiation has a mac1 that does not match: "
+                     f"{mac1_mistake(message, x25519(responder), initiator)}",
+                     "mac1 = MAC(HASH(\"mac1----\" + the responder's public key), the 116 "
+                     "bytes before mac1): BLAKE2s keyed, 16 bytes", where)
+    noise = Noise(x25519(responder))
+    ephemeral = message[8:40]
+    noise.ephemeral(ephemeral)
+    static = noise.unseal(noise.mix(x25519(responder, ephemeral)), message[40:88])
+    if static is None:
+        raise Failed(f"{who}'s initiation: its encrypted static key does not decrypt",
+                     "steps 1 to 8 of the initiation: C and H from the construction, the "
+                     "identifier and the responder's public key; the ephemeral mixed into "
+                     "both; the key from KDF2(C, DH(ephemeral, responder's static)); "
+                     "H as the associated data", where)
+    if static != initiator:
+        raise Failed(f"{who}'s initiation carries the static key {b64(static)}, not its own "
+                     f"public key {b64(initiator)}", "the initiator's own public key, sealed",
+                     where)
+    stamp = noise.unseal(noise.mix(x25519(responder, initiator)), message[88:116])
+    if stamp is None:
+        raise Failed(f"{who}'s initiation: its timestamp does not decrypt", "the key from "
+                     "KDF2(C, DH(initiator's static, responder's static)), H as associated "
+                     "data", where)
+    seconds = int.from_bytes(stamp[:8], "big") - 2**62 - 10
+    if abs(seconds - time.time()) > 3600:
+        raise Failed(f"{who}'s initiation carries the timestamp {stamp.hex()}, which is not "
+                     "now in TAI64N", "TAI64N: 8 bytes big-endian of 2^62 + 10 + the seconds "
+                     "since 1970, then 4 bytes big-endian of nanoseconds", where)
+    if message[132:] != bytes(16):
+        raise Failed(f"{who}'s initiation has a mac2 that is not zero",
+                     "mac2 is 16 zero bytes while no cookie was received", where)
+    return Initiation(message, message[4:8], ephemeral, stamp, noise)
+
+
+def mac1_mistake(message: bytes, responder: bytes, initiator: bytes) -> str:
+    """The likely mistake behind a wrong mac1, found by trying the classic ones."""
+    key = digest(LABEL_MAC1, responder)
+    tries = [
+        (mac(key, message[:132]), "it matches MAC over the message up to mac2 (mac1 "
+         "included): compute mac1 over the 116 bytes BEFORE mac1"),
+        (mac(key, message[:148]), "it matches MAC over the whole message: compute mac1 "
+         "over the 116 bytes before mac1"),
+        (mac(key, message[:116] + bytes(16)), "it matches MAC over the message with mac1 as "
+         "16 zero bytes: compute mac1 over the 116 bytes before mac1, nothing more"),
+        (mac(key, message[:116] + bytes(32)), "it matches MAC over the message with mac1 "
+         "and mac2 as zeros: compute mac1 over the 116 bytes before mac1, nothing more"),
+        (mac(digest(LABEL_MAC1, initiator), message[:116]), "it matches a key made from "
+         "your OWN public key: mac1's key is HASH(\"mac1----\" + the RECEIVER's public key)"),
+        (mac(responder, message[:116]), "it matches the responder's public key used as the "
+         "key itself: the key is HASH(\"mac1----\" + that public key)"),
+        (hmac.new(key, message[:116], hashlib.blake2s).digest()[:16], "it matches HMAC-BLAKE2s: "
+         "MAC is BLAKE2s KEYED (hashlib.blake2s(data, key=..., digest_size=16)), not HMAC"),
+        (hashlib.blake2s(message[:116], key=key).digest()[:16], "it matches a 32-byte keyed "
+         "BLAKE2s cut to 16: ask BLAKE2s for digest_size=16, which changes every byte"),
+    ]
+    for value, words in tries:
+        if message[116:132] == value:
+            return words
+    return "computed over the wrong bytes, or with the wrong key?"
+
+
+def describe(message: bytes) -> str:
+    """'a response (type 2) of 92 bytes', or what the first bytes are."""
+    kind = NAMES.get(message[0]) if message[:1] and message[1:4] == bytes(3) else None
+    if kind:
+        return f"{kind} of {len(message)} bytes"
+    return f"a datagram of {len(message)} bytes starting {message[:8].hex(' ') or '(empty)'}"
+
+
+@dataclass
+class Session:
+    """Keys and indexes of one session, seen from the checker's side."""
+    mine: bytes
+    theirs: bytes
+    sending: bytes
+    receiving: bytes
+    counter: int = 0
+
+
+def respond(initiation: Initiation, responder: bytes, initiator: bytes,
+            index: bytes) -> tuple:
+    """The response the peer with private key `responder` makes: (message, Session)."""
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiation.noise.chain, initiation.noise.hash
+    ephemeral = os.urandom(32)
+    public = x25519(ephemeral)
+    noise.ephemeral(public)
+    noise.mix(x25519(ephemeral, initiation.ephemeral))
+    noise.mix(x25519(ephemeral, initiator))
+    empty = noise.seal(noise.preshared(), b"")
+    message = with_macs(RESPONSE + index + initiation.index + public + empty, initiator)
+    receiving, sending = kdf(noise.chain, b"")
+    return message, Session(index, initiation.index, sending, receiving)
+
+
+def open_transport(message: bytes, session: Session) -> Optional[tuple]:
+    """(counter, padded packet) of a transport message for `session`, None if not."""
+    if len(message) < 32 or message[:4] != TRANSPORT or message[4:8] != session.mine:
+        return None
+    counter = int.from_bytes(message[8:16], "little")
+    opened = unseal(session.receiving, counter, message[16:])
+    return None if opened is None else (counter, opened)
+
+
+# --- The lab: the learner's tinyvpn in a, wireguard-go in b -------------------------------
+
+INJECT = """
+import socket, struct, sys
+# A raw socket: the kernel adds the IP header; we write the UDP header, so the source port can
+# be one that another program (wireguard-go) holds.
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+    for payload in map(bytes.fromhex, sys.argv[3:]):
+        udp = struct.pack("!HHHH", int(sys.argv[2]), 5000, 8 + len(payload), 0) + payload
+        raw.sendto(udp, (sys.argv[1], 0))
+"""
+
+
+class WireGuardLab:
+    """Namespaces a and b, the keys, a recorder on the cable, and the programs started."""
+
+    def __init__(self, hosts: Hosts, program: Path) -> None:
+        self.hosts, self.program = hosts, program
+        self.keys = make_keys(hosts.logs)
+        self.cable = Recorder(hosts, "b", f"{hosts.prefix}v")
+        self.tinyvpn: Optional[subprocess.Popen] = None
+        self.peer: Optional[subprocess.Popen] = None
+
+    def start_tinyvpn(self, *options: str) -> subprocess.Popen:
+        """a's tinyvpn -d, WireGuard's way; Failed if it does not start."""
+        command = (sys.executable, str(self.program))
+        options = ("--private-key", str(self.keys.a_file), "--peer-key",
+                   b64(self.keys.b_public), *options)
+        try:
+            self.tinyvpn = netns.start_tinyvpn(self.hosts, "a", "-d", *options, program=command)
+        except RuntimeError:
+            usage = netns.run(self.hosts, "a", *command, "--help", check=False).stdout
+            for option in ("--private-key", "--peer-key"):
+                if option not in usage:
+                    raise Failed(f"tinyvpn has no {option} option yet: --help does not list "
+                                 "it", f"it understands {option} (rung 8)") from None
+            raise Failed(f"a's tinyvpn did not start with {shlex.join(options)}; it said: "
+                         f"{last_words(self.said())}", "it starts, and speaks WireGuard "
+                         "to PEER:PORT", "9. the handshake") from None
+        for command_line in netns.tunnel_commands(self.hosts, "a"):
+            netns.sh(*command_line)
+        return self.tinyvpn
+
+    def stop_tinyvpn(self) -> None:
+        if self.tinyvpn:
+            netns.stop(self.tinyvpn)
+            self.tinyvpn = None
+
+    def alive(self, doing: str) -> None:
+        """Failed, naming the crash first, if a's tinyvpn has exited."""
+        if self.tinyvpn and self.tinyvpn.poll() is not None:
+            raise Failed(f"a's tinyvpn exited with status {self.tinyvpn.returncode} {doing}; "
+                         f"its last words: {last_words(self.said(), 3)}",
+                         "it keeps running: a message it cannot use is dropped, never a crash")
+
+    def said(self) -> str:
+        return netns.output(self.hosts, "tinyvpn-a")
+
+    def start_peer(self, endpoint: Optional[str] = None) -> subprocess.Popen:
+        """wireguard-go in b, with b's key, a's public key as its peer."""
+        self.peer = netns.start_wireguard_go(self.hosts, "b", self.keys.b_file,
+                                             b64(self.keys.a_public), endpoint)
+        return self.peer
+
+    def stop_peer(self) -> None:
+        if self.peer:
+            netns.stop_wireguard_go(self.peer, self.hosts.tun)
+            self.peer = None
+
+    def latest_handshake(self) -> int:
+        """What `wg show IF latest-handshakes` says in b: seconds since 1970, 0 for never."""
+        shown = netns.run(self.hosts, "b", "wg", "show", self.hosts.tun, "latest-handshakes")
+        return int(shown.stdout.split()[1]) if shown.stdout.split()[1:] else 0
+
+    def inject(self, *payloads: bytes, source_port: int = PORT) -> None:
+        """Datagrams to a:PORT from b's address and port (wireguard-go's, if it runs)."""
+        netns.run(self.hosts, "b", sys.executable, "-c", INJECT, A, str(source_port),
+                  *(payload.hex() for payload in payloads))
+
+    def sent(self, since: float = 0) -> list:
+        """(time, message) of everything a sent to b, oldest first."""
+        return list(self.cable.timed(A, B, since))
+
+    def await_message(self, kind: bytes, since: float, timeout: float, what: str,
+                      should: str, section: str) -> tuple:
+        """The first (time, message) of type `kind` a sent after `since`; Failed if none."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.alive(f"while the check waited for {what}")
+            for when, message in self.sent(since):
+                if message[:4] == kind:
+                    return when, message
+            time.sleep(0.05)
+        others = [describe(message) for _, message in self.sent(since)]
+        raise Failed(f"in {timeout:.0f} s a sent no {what}" +
+                     (f"; it sent {', '.join(others[:3])}" if others else ""), should, section)
+
+    def ping(self, side: str, count: int = 3) -> bool:
+        result = netns.run(self.hosts, side, "ping", "-c", str(count), "-i", "0.2", "-W", "2",
+                           TUNNEL[netns.OTHER[side]][0], check=False)
+        return f"{count} received" in result.stdout
+
+
+def last_words(text: str, lines: int = 1) -> str:
+    said = text.strip().splitlines()
+    return " | ".join(said[-lines:]) if said else "(nothing)"
+
+
+@contextmanager
+def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
+    with netns.two_hosts() as hosts:
+        yield WireGuardLab(hosts, program)
+
+
+# --- Rung 9: the handshake, as initiator --------------------------------------------------
+
+
+def check_handshake(program: Path) -> None:
+    section = "9. the handshake"
+    with wireguard_lab(program) as lab:
+        keys = lab.keys
+        started = time.time()
+        lab.start_tinyvpn()
+        first_at, first = lab.await_message(
+            INITIATION, started, 3, "initiation after it started", "an initiation to "
+            "PEER:PORT as soon as it starts", section)
+        read_initiation(first, keys.b, keys.a_public, "a")
+        again_at, again = lab.await_message(
+            INITIATION, first_at + 0.01, 8, "second initiation while the first went "
+            "unanswered", "another initiation every 5 s (REKEY_TIMEOUT) until one is "
+            "answered", section)
+        if not 4.5 <= again_at - first_at <= 6.5:
+            raise Failed(f"a's unanswered initiation was sent again after "
+                         f"{again_at - first_at:.1f} s", "again after 5 s (REKEY_TIMEOUT)",
+                         section)
+        initiation = read_initiation(again, keys.b, keys.a_public, "a's second initiation")
+        if again[4:40] == first[4:40]:
+            raise Failed("a's second initiation has the same index and ephemeral key as its "
+                         "first", "every initiation is new: a new ephemeral key pair and a "
+                         "new random index", section)
+        refuse_bad_responses(lab, initiation)
+        confirm(lab, initiation)
+        lab.stop_tinyvpn()
+        with_the_real_peer(lab)
+
+
+def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
+    """Responses a must drop, one by one: none may make a send a transport message."""
+    keys, index = lab.keys, os.urandom(4)
+    good, _ = respond(initiation, keys.b, keys.a_public, index)
+    impostor = os.urandom(32)
+    stranger = read_as(initiation, impostor, keys)
+    forged, _ = respond(stranger, impostor, keys.a_public, index)
+    for bad, what in (
+            (flip(good, 44), "a response with one bit flipped in its encrypted empty field"),
+            (flip(good, 20), "a response with one bit flipped in its ephemeral key"),
+            (flip(good, 70), "a response with one bit flipped in its mac1"),
+            (flip(good, 8), "a response whose receiver index is not a's sender index"),
+            (forged, "a response made with another static key than --peer-key's")):
+        since = time.time()
+        lab.inject(bad)
+        time.sleep(0.4)
+        lab.alive(f"after {what}")
+        answered = [m for _, m in lab.sent(since) if m[:4] == TRANSPORT]
+        if answered:
+            raise Failed(f"the check sent {what}; a took it, and sent a transport message",
+                         "every response is checked, and dropped if anything is wrong: "
+                         "mac1, the receiver index, the sealed empty field", "9. the handshake")
+
+
+def read_as(initiation: Initiation, impostor: bytes, keys: Keys) -> Initiation:
+    """The initiation's state as a responder with private key `impostor` would compute it."""
+    noise = Noise(x25519(impostor))
+    noise.ephemeral(initiation.ephemeral)
+    noise.unseal(noise.mix(x25519(impostor, initiation.ephemeral)), initiation.message[40:88])
+    noise.unseal(noise.mix(x25519(impostor, keys.a_public)), initiation.message[88:116])
+    return Initiation(initiation.message, initiation.index, initiation.ephemeral,
+                      initiation.stamp, noise)
+
+
+def flip(message: bytes, at: int) -> bytes:
+    return message[:at] + bytes([message[at] ^ 0x04]) + message[at + 1:]
+
+
+def confirm(lab: WireGuardLab, initiation: Initiation) -> Session:
+    """Answer `initiation` as b would; a must confirm with a keep-alive. Returns the session."""
+    section = "9. the handshake"
+    response, session = respond(initiation, lab.keys.b, lab.keys.a_public, os.urandom(4))
+    since = time.time()
+    lab.inject(response)
+    _, message = lab.await_message(
+        TRANSPORT, since, 2, "transport message after a correct response (the check made it "
+        "with b's key, after bad ones)", "the response accepted, the keys derived, and a "
+        "keep-alive sent at once to confirm them; a bad response before must change nothing",
+        section)
+    if message[4:8] != session.mine:
+        raise Failed(f"a's keep-alive has the receiver index {message[4:8].hex(' ')}",
+                     f"the response's sender index, {session.mine.hex(' ')}, as it came",
+                     section)
+    opened = open_transport(message, session)
+    if opened is None:
+        raise Failed(f"a's keep-alive ({len(message)} bytes) does not decrypt with the key "
+                     "the initiator sends with", "(sending, receiving) = KDF2(C, empty): the "
+                     "first for the initiator to send; nonce: 4 zero bytes, then the counter "
+                     "as 8 bytes little-endian; no associated data", section)
+    if opened != (0, b""):
+        raise Failed(f"a's keep-alive decrypts to counter {opened[0]} and {len(opened[1])} "
+                     "bytes", "counter 0 and nothing: an empty transport message", section)
+    return session
+
+
+def with_the_real_peer(lab: WireGuardLab) -> None:
+    """a restarted, and wireguard-go in b: a handshake wireguard-go reports."""
+    lab.start_peer()
+    started = time.time()
+    lab.start_tinyvpn()
+    try:
+        netns.wait_for(lambda: lab.latest_handshake() > 0, "the handshake", 3)
+    except TimeoutError:
+        lab.alive("during its handshake with wireguard-go")
+        answered = [m for _, m in lab.cable.timed(B, A, started) if m[:4] == RESPONSE]
+        raise Failed("wireguard-go in b reports no handshake (wg show latest-handshakes), "
+                     + ("although it answered a's initiation: a sent no keep-alive it "
+                        "accepted" if answered else "and never answered a's initiation"),
+                     "wireguard-go answers a's initiation and counts the handshake once a's "
+                     "keep-alive arrives", "9. the handshake") from None
+
+
+# --- The ladder ---------------------------------------------------------------------------
+
+RUNGS = (
+    ("handshake", check_handshake, "9. the handshake"),
+)
+
+
+def check(rung: int, program: Path) -> Optional[Failed]:
+    """Check one rung of part two (9 to 12); None if it passes."""
+    lacking = missing()
+    if lacking:
+        return Failed(f"this machine cannot check rung {rung}: {lacking}",
+                      "a real WireGuard to talk to: wireguard-go and wg installed")
+    try:
+        RUNGS[rung - 9][1](program)
+    except Failed as failure:
+        return failure
+    except (TimeoutError, subprocess.TimeoutExpired) as error:
+        return Failed(f"the check timed out: {error}", "tinyvpn keeps answering")
+    return None
+
+
+def missing() -> Optional[str]:
+    """What part two needs that this machine lacks, with how to get it."""
+    tools = netns.missing_tools("wireguard-go", "wg")
+    if tools:
+        return (f"{' and '.join(tools)} missing: apt-get install wireguard-go "
+                "wireguard-tools (the real WireGuard peer these rungs talk to)")
+    return None
