@@ -15,22 +15,25 @@ initiation replayed).
 import base64
 import hashlib
 import hmac
+import io
 import os
 import shlex
+import socket
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import netns
-from exercises import Recorder
+from exercises import Recorder, echo
 from ladder import Failed
-from netns import PORT, TUNNEL, UNDERLAY, Hosts
+from netns import TUNNEL, UNDERLAY, Hosts
+from traffic import tcp_transfer
 
 GUIDE = "tests/exercises/part-two.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
@@ -329,13 +332,17 @@ def open_transport(message: bytes, session: Session) -> Optional[tuple]:
 
 INJECT = """
 import socket, struct, sys
-# A raw socket: the kernel adds the IP header; we write the UDP header, so the source port can
-# be one that another program (wireguard-go) holds.
-with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+# A raw socket, headers and all: the source address and port can be any, also a port that
+# another program (wireguard-go) holds. The kernel fills in the IP checksum; UDP's may be 0.
+source, destination = socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2])
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
     for payload in map(bytes.fromhex, sys.argv[3:]):
-        udp = struct.pack("!HHHH", int(sys.argv[2]), 5000, 8 + len(payload), 0) + payload
-        raw.sendto(udp, (sys.argv[1], 0))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0x4000, 64, 17, 0,
+                         source, destination)
+        raw.sendto(ip + struct.pack("!HHHH", 5000, 5000, 8 + len(payload), 0) + payload,
+                   (sys.argv[2], 0))
 """
+MALLORY = "192.0.2.3"  # on b's end of the cable too: she can send as anyone, and listen
 
 
 class WireGuardLab:
@@ -347,6 +354,7 @@ class WireGuardLab:
         self.cable = Recorder(hosts, "b", f"{hosts.prefix}v")
         self.tinyvpn: Optional[subprocess.Popen] = None
         self.peer: Optional[subprocess.Popen] = None
+        self.mallory: list = []  # her address, once b's end of the cable has it
 
     def start_tinyvpn(self, *options: str) -> subprocess.Popen:
         """a's tinyvpn -d, WireGuard's way; Failed if it does not start."""
@@ -399,10 +407,18 @@ class WireGuardLab:
         shown = netns.run(self.hosts, "b", "wg", "show", self.hosts.tun, "latest-handshakes")
         return int(shown.stdout.split()[1]) if shown.stdout.split()[1:] else 0
 
-    def inject(self, *payloads: bytes, source_port: int = PORT) -> None:
-        """Datagrams to a:PORT from b's address and port (wireguard-go's, if it runs)."""
-        netns.run(self.hosts, "b", sys.executable, "-c", INJECT, A, str(source_port),
+    def inject(self, *payloads: bytes, source: str = B) -> None:
+        """Datagrams to a:PORT from `source`:PORT (b's: wireguard-go's, if it runs)."""
+        if source == MALLORY and MALLORY not in self.mallory:
+            netns.add_address(self.hosts, "b", f"{self.hosts.prefix}v", (MALLORY,))
+            self.mallory.append(MALLORY)
+        netns.run(self.hosts, "b", sys.executable, "-c", INJECT, source, A,
                   *(payload.hex() for payload in payloads))
+
+    def cable_to(self, since: float) -> list:
+        """(destination, message) of everything a sent since then, to anyone."""
+        return [(s.udp[1], s.udp[2]) for s in self.cable.seen(since)
+                if s.udp and s.udp[0] == A]
 
     def sent(self, since: float = 0) -> list:
         """(time, message) of everything a sent to b, oldest first."""
@@ -536,6 +552,15 @@ def confirm(lab: WireGuardLab, initiation: Initiation) -> Session:
     return session
 
 
+def handshake(lab: WireGuardLab) -> Session:
+    """a started, and its first initiation answered by the check: the session's keys."""
+    started = time.time()
+    lab.start_tinyvpn()
+    _, message = lab.await_message(INITIATION, started, 3, "initiation after it started",
+                                   "an initiation as soon as it starts", "9. the handshake")
+    return confirm(lab, read_initiation(message, lab.keys.b, lab.keys.a_public, "a"))
+
+
 def with_the_real_peer(lab: WireGuardLab) -> None:
     """a restarted, and wireguard-go in b: a handshake wireguard-go reports."""
     lab.start_peer()
@@ -553,10 +578,175 @@ def with_the_real_peer(lab: WireGuardLab) -> None:
                      "keep-alive arrives", "9. the handshake") from None
 
 
+# --- Rung 10: transport ------------------------------------------------------------------
+
+PATTERN = b"tinyvpn, secret!"  # 16 bytes that ping -p repeats in every echo
+ECHO_ID = 0x7767
+
+
+def echo_request(sequence: int) -> bytes:
+    """An IPv4 ICMP echo request from b's tunnel address to a's, 60 bytes: padded, it is 64."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ECHO_ID, sequence) + PATTERN * 2
+    icmp = icmp[:2] + internet_checksum(icmp) + icmp[4:]
+    source, destination = (socket.inet_aton(TUNNEL[side][0]) for side in "ba")
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, source,
+                         destination)
+    return header[:10] + internet_checksum(header) + header[12:] + icmp
+
+
+def internet_checksum(data: bytes) -> bytes:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return struct.pack("!H", ~total & 0xFFFF)
+
+
+def transport(session: Session, packet: bytes, counter: int) -> bytes:
+    """A transport message from the check's end of `session`, padded as WireGuard pads."""
+    padded = packet + bytes(-len(packet) % 16)
+    return (TRANSPORT + session.theirs + counter.to_bytes(8, "little")
+            + seal(session.sending, counter, padded))
+
+
+def check_transport(program: Path) -> None:
+    with wireguard_lab(program) as lab:
+        session = handshake(lab)
+        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
+        first = transport(session, echo_request(1), 0)
+        deliver(lab, a_tun, session, first, 1, "an echo request in transport message 0")
+        check_counters(lab, session)
+        for message, what in (
+                (first, "transport message 0 again (replayed)"),
+                (flip(transport(session, echo_request(2), 1), 40), "a new transport message "
+                 "with one bit flipped in its encrypted packet"),
+                (flip(transport(session, echo_request(2), 2), 10), "a new transport message "
+                 "with one bit flipped in its counter"),
+                (TRANSPORT + session.theirs + (2**64 - 1).to_bytes(8, "little") + os.urandom(80),
+                 "a forged transport message, counter 2^64 - 1 and random bytes")):
+            refuse(lab, a_tun, message, what)
+        for counter, sequence, what in ((10, 10, "counter 10, after 0"),
+                                        (5, 5, "counter 5, after 10: reordered")):
+            deliver(lab, a_tun, session, transport(session, echo_request(sequence), counter),
+                    sequence, f"an echo request in transport message {what}")
+        refuse(lab, a_tun, transport(session, echo_request(5), 5), "transport message 5 "
+               "again, from b", source=B)
+        deliver(lab, a_tun, session, transport(session, echo_request(11), 11), 11,
+                "an echo request from mallory's address, authentic and new (counter 11): b "
+                "has moved there", source=MALLORY)
+        lab.stop_tinyvpn()
+        through_the_real_peer(lab)
+
+
+def deliver(lab: WireGuardLab, a_tun: Recorder, session: Session, message: bytes,
+            sequence: int, what: str, source: str = B) -> None:
+    """The check sends `message` from `source`; a must write the echo request in it, without
+    its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
+    section = "10. transport"
+    since = time.time()
+    lab.inject(message, source=source)
+    try:
+        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
+                       "", 2)
+    except TimeoutError:
+        lab.alive(f"after {what}")
+        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
+                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
+                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
+                     "written to the TUN", section) from None
+    written = [p for p in a_tun.written() if echo(p) == (8, ECHO_ID, sequence)][-1]
+    if len(written) != 60:
+        raise Failed(f"the check sent {what}: a 60-byte packet, padded to 64; a wrote "
+                     f"{len(written)} bytes to its TUN", "the padding stripped: the packet "
+                     "is as long as its IP header says (bytes 2-3, big-endian)", section)
+    try:
+        netns.wait_for(lambda: reply(lab, session, sequence, since) is not None, "", 2)
+    except TimeoutError:
+        elsewhere = [d for d, m in lab.cable_to(since) if d != source and m[:4] == TRANSPORT]
+        raise Failed(f"the check sent {what}; a's kernel answered it, and a sent no "
+                     f"transport message back to {source} that decrypts to the answer" +
+                     (f" (it sent some to {elsewhere[0]})" if elsewhere else ""),
+                     "the answer is sealed with the sending key, and sent to where the "
+                     "last authentic, new message came from (rung 4)", section) from None
+    destination, padded = reply(lab, session, sequence, since) or ("", b"")
+    if destination != source:
+        raise Failed(f"the check sent {what}; a sent the answer to {destination}",
+                     f"to {source}: only an authentic, new message moves the peer", section)
+    if len(padded) % 16:
+        raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
+                     "a multiple of 16 bytes before it is sealed", section)
+
+
+def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> Optional[tuple]:
+    """(where a sent it, the padded packet) of a's echo reply `sequence`, once sent."""
+    for destination, message in lab.cable_to(since):
+        opened = open_transport(message, session)
+        if opened and echo(opened[1][:60]) == (0, ECHO_ID, sequence):
+            return destination, opened[1]
+    return None
+
+
+def check_counters(lab: WireGuardLab, session: Session) -> None:
+    counters = [opened[0] for opened in (open_transport(m, session) for _, m in lab.sent())
+                if opened]
+    if counters != list(range(len(counters))):
+        raise Failed(f"a's transport messages carry the counters {counters[:6]}",
+                     "0, 1, 2, ...: one more for every message, the keep-alive first",
+                     "10. transport")
+
+
+def refuse(lab: WireGuardLab, a_tun: Recorder, message: bytes, what: str,
+           source: str = MALLORY) -> None:
+    """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why."""
+    before = len(a_tun.written())
+    lab.inject(message, source=source)
+    time.sleep(0.4)
+    lab.alive(f"after {what}")
+    if len(a_tun.written()) > before:
+        raise Failed(f"{'mallory' if source == MALLORY else 'the check'} sent {what}; a wrote "
+                     "a packet from it to its TUN", "only an authentic transport message "
+                     "(its tag checked first), never seen before (rung 3's window on its "
+                     "counter), reaches the TUN", "10. transport")
+    lines = [line for line in lab.said().splitlines() if f"(from {source}:" in line]
+    if not lines or "DROP" not in lines[-1].upper():
+        raise Failed(f"a's -d line for {what}: {lines[-1] if lines else '(none)'}",
+                     "every message dropped is shown as DROPPED, with the reason",
+                     "10. transport")
+
+
+def through_the_real_peer(lab: WireGuardLab) -> None:
+    """a restarted, wireguard-go in b: ping both ways, 1 MiB of TCP each way, nothing of the
+    inner packets readable on the cable."""
+    section = "10. transport"
+    lab.start_peer()
+    since = time.time()
+    lab.start_tinyvpn()
+    for side in "ab":
+        result = netns.run(lab.hosts, side, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-p",
+                           PATTERN.hex(), TUNNEL[netns.OTHER[side]][0], check=False)
+        if "3 received" not in result.stdout:
+            lab.alive("while pings crossed")
+            raise Failed(f"through wireguard-go, {side}'s pings got {result.stdout.strip()}"
+                         .splitlines()[-2] if result.stdout.strip() else
+                         f"{side}'s ping failed", "pings cross both ways", section)
+    for source, sink in (("a", "b"), ("b", "a")):
+        with redirect_stdout(io.StringIO()):
+            sent, received, _ = tcp_transfer(lab.hosts, 1024 * 1024, source, sink)
+        if sent != received:
+            raise Failed(f"1 MiB over TCP from {source} to {sink}, through wireguard-go, "
+                         f"arrived as {received}", "the same bytes: same size, same SHA-256",
+                         section)
+    inner = socket.inet_aton(TUNNEL["a"][0]) + socket.inet_aton(TUNNEL["b"][0])
+    for _, message in lab.cable.timed("", "", since):
+        if PATTERN in message or inner in message or inner[4:] + inner[:4] in message:
+            raise Failed("the cable carried an inner packet's bytes in the clear",
+                         "no byte of the inner packet can be read on the cable", section)
+
+
 # --- The ladder ---------------------------------------------------------------------------
 
 RUNGS = (
     ("handshake", check_handshake, "9. the handshake"),
+    ("transport", check_transport, "10. transport"),
 )
 
 
