@@ -438,9 +438,9 @@ class WireGuardLab:
         raise Failed(f"in {timeout:.0f} s a sent no {what}" +
                      (f"; it sent {', '.join(others[:3])}" if others else ""), should, section)
 
-    def ping(self, side: str, count: int = 3) -> bool:
-        result = netns.run(self.hosts, side, "ping", "-c", str(count), "-i", "0.2", "-W", "2",
-                           TUNNEL[netns.OTHER[side]][0], check=False)
+    def ping(self, side: str, count: int = 3, timeout: float = 2) -> bool:
+        result = netns.run(self.hosts, side, "ping", "-c", str(count), "-i", "0.2", "-W",
+                           str(timeout), TUNNEL[netns.OTHER[side]][0], check=False)
         return f"{count} received" in result.stdout
 
 
@@ -742,11 +742,133 @@ def through_the_real_peer(lab: WireGuardLab) -> None:
                          "no byte of the inner packet can be read on the cable", section)
 
 
+# --- Rung 11: responder, and new sessions ------------------------------------------------
+
+
+@dataclass
+class Initiated:
+    """An initiation the check made, as b, and what it needs to read the response."""
+    message: bytes
+    ephemeral: bytes
+    noise: Noise
+
+
+def initiate(keys: Keys, stamp: bytes, initiator: Optional[bytes] = None) -> Initiated:
+    """An initiation to a, from b (or from the private key `initiator`), timestamp `stamp`."""
+    static = initiator or keys.b
+    noise, ephemeral, index = Noise(keys.a_public), os.urandom(32), os.urandom(4)
+    noise.ephemeral(x25519(ephemeral))
+    sealed = noise.seal(noise.mix(x25519(ephemeral, keys.a_public)), x25519(static))
+    timestamp = noise.seal(noise.mix(x25519(static, keys.a_public)), stamp)
+    message = with_macs(INITIATION + index + x25519(ephemeral) + sealed + timestamp,
+                        keys.a_public)
+    return Initiated(message, ephemeral, noise)
+
+
+def read_response(message: bytes, initiated: Initiated, keys: Keys) -> Session:
+    """Decode a's response to `initiated`; Failed naming the first field that is wrong."""
+    where = "11. responder"
+    if len(message) != 92:
+        raise Failed(f"a answered the check's initiation with {describe(message)}",
+                     "a response: 92 bytes, starting 02 00 00 00", where)
+    if message[8:12] != initiated.message[4:8]:
+        raise Failed(f"a's response has the receiver index {message[8:12].hex(' ')}",
+                     f"the initiation's sender index, {initiated.message[4:8].hex(' ')}, as it "
+                     "came", where)
+    if message[60:76] != mac(digest(LABEL_MAC1, keys.b_public), message[:60]):
+        raise Failed("a's response has a mac1 that does not match", "mac1 = MAC(HASH(\"mac1"
+                     "----\" + the INITIATOR's public key), the 60 bytes before mac1)", where)
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiated.noise.chain, initiated.noise.hash
+    theirs = message[12:44]
+    noise.ephemeral(theirs)
+    noise.mix(x25519(initiated.ephemeral, theirs))
+    noise.mix(x25519(keys.b, theirs))
+    if noise.unseal(noise.preshared(), message[44:60]) != b"":
+        raise Failed("a's response: its encrypted empty field does not decrypt",
+                     "the responder's steps: its ephemeral mixed in, DH(ephemeral, "
+                     "initiator's ephemeral), DH(ephemeral, initiator's static), then "
+                     "KDF3(C, the pre-shared key: 32 zeros) gives (C, t, key); H mixes t", where)
+    sending, receiving = kdf(noise.chain, b"")
+    return Session(initiated.message[4:8], message[4:8], sending, receiving)
+
+
+def check_responder(program: Path) -> None:
+    section = "11. responder"
+    with wireguard_lab(program) as lab:
+        keys = lab.keys
+        lab.start_tinyvpn()
+        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
+        stamp = time.time_ns()
+        initiated = initiate(keys, tai64n(stamp))
+        since = time.time()
+        lab.inject(initiated.message)
+        _, response = lab.await_message(RESPONSE, since, 2, "response to the check's "
+                                        "initiation (made with b's key, timestamp now)",
+                                        "a response, at once", section)
+        session = read_response(response, initiated, keys)
+        netns.run(lab.hosts, "a", "ping", "-c", "2", "-i", "0.2", "-W", "0.3",
+                  TUNNEL["b"][0], check=False)
+        early = [m for _, m in lab.sent(since) if m[:4] == TRANSPORT and m[4:8] == session.mine]
+        if early:
+            raise Failed("a answered the check's initiation, then sent a transport message "
+                         "with the new session before the initiator had used it",
+                         "a responder sends with a new session only once a transport "
+                         "message has come in with it: until then, the initiator may not "
+                         "have the keys (key confirmation)", section)
+        for message, what in (
+                (initiated.message, "the same initiation again (replayed)"),
+                (initiate(keys, tai64n(stamp - 10**9)).message, "a new initiation with a "
+                 "timestamp 1 s older"),
+                (initiate(keys, tai64n(time.time_ns()), os.urandom(32)).message,
+                 "an initiation from another static key than --peer-key's")):
+            since = time.time()
+            lab.inject(message, source=MALLORY)
+            time.sleep(0.4)
+            lab.alive(f"after {what}")
+            if any(m[:4] == RESPONSE for _, m in lab.cable_to(since)):
+                raise Failed(f"mallory sent {what}; a answered it",
+                             "an initiation is answered only if it comes from --peer-key's "
+                             "key with a timestamp newer than any answered before", section)
+        deliver(lab, a_tun, session, transport(session, echo_request(1), 0), 1,
+                "an echo request in the new session's first transport message")
+        with_a_restarted_peer(lab)
+
+
+def with_a_restarted_peer(lab: WireGuardLab) -> None:
+    """wireguard-go in b, twice with fresh state, initiates; traffic resumes each time; a
+    replay of its initiation changes nothing."""
+    section = "11. responder"
+    for attempt in ("started", "restarted"):
+        lab.stop_peer()
+        lab.start_peer(endpoint=A)  # fresh: it initiates with the first packet it sends
+        since = time.time()
+        if not lab.ping("b", 1, timeout=5):
+            lab.alive(f"after wireguard-go {attempt}")
+            answered = any(m[:4] == RESPONSE for _, m in lab.sent(since))
+            raise Failed(f"wireguard-go in b, {attempt}, initiated a handshake; "
+                         + ("a answered, but b's ping got no answer within 5 s" if answered
+                            else "a never answered it"), "a answers, and traffic resumes "
+                         "within seconds", section)
+    captured = [m for _, m in lab.cable.timed(B, A) if m[:4] == INITIATION][-1]
+    since = time.time()
+    lab.inject(captured, source=MALLORY)
+    time.sleep(0.4)
+    if any(m[:4] == RESPONSE for _, m in lab.cable_to(since)):
+        raise Failed("mallory replayed wireguard-go's initiation, captured on the cable; a "
+                     "answered it (is the timestamp compared with the newest answered?)",
+                     "a replayed initiation is dropped: its timestamp is not newer", section)
+    if not lab.ping("a", 3) or not lab.ping("b", 3):
+        raise Failed("after mallory replayed wireguard-go's initiation, pings got no answer",
+                     "a replay changes nothing: the session in use goes on", section)
+
+
 # --- The ladder ---------------------------------------------------------------------------
 
 RUNGS = (
     ("handshake", check_handshake, "9. the handshake"),
     ("transport", check_transport, "10. transport"),
+    ("responder", check_responder, "11. responder"),
 )
 
 
