@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import io
 import os
+import re
 import shlex
 import socket
 import struct
@@ -863,12 +864,63 @@ def with_a_restarted_peer(lab: WireGuardLab) -> None:
                      "a replay changes nothing: the session in use goes on", section)
 
 
+# --- Rung 12: timers (slow: about 3.5 minutes) ------------------------------------------
+
+UNREACHABLE = 12  # seconds before wireguard-go starts: a's first initiations go unanswered
+PINGS = 215  # one a second: 200 or more after the first answer, past REKEY_AFTER_TIME (120 s)
+
+
+def check_timers(program: Path) -> None:
+    section = "12. timers"
+    with wireguard_lab(program) as lab:
+        started = time.time()
+        lab.start_tinyvpn()
+        pinging = netns.start(lab.hosts, "a", "ping", "-c", str(PINGS), "-i", "1", "-W", "2",
+                              TUNNEL["b"][0], name="ping")
+        time.sleep(UNREACHABLE)
+        lab.start_peer()  # without a's address: it cannot initiate, a must come again
+        pinging.wait(PINGS + 20)
+        lab.alive("while pings crossed for 3.5 minutes")
+        answered = sorted({int(n) for n in re.findall(
+            r"icmp_seq=(\d+)", netns.output(lab.hosts, "ping", "out"))})
+        initiations = [when - started for when, m in lab.sent() if m[:4] == INITIATION]
+        if not answered:
+            raise Failed(f"wireguard-go started {UNREACHABLE} s after a; a sent initiations at "
+                         f"{seconds(initiations)} s; no ping was ever answered",
+                         "an unanswered initiation is sent again every 5 s (REKEY_TIMEOUT), "
+                         "as long as the peer does not answer", section)
+        lost = sorted(set(range(answered[0], PINGS + 1)) - set(answered))
+        if lost:
+            raise Failed(f"of the pings after the first answer (at {answered[0]} s), those "
+                         f"sent at {seconds(lost[:8])} s after a started were lost; a sent "
+                         f"initiations at {seconds(initiations)} s",
+                         "a new handshake by the session's initiator after 120 s "
+                         "(REKEY_AFTER_TIME), while the old session still carries traffic: "
+                         "none lost", section)
+        check_no_old_session(lab, started)
+
+
+def check_no_old_session(lab: WireGuardLab, started: float) -> None:
+    """No transport message of a's with a session older than REJECT_AFTER_TIME."""
+    made = {m[4:8]: when for when, m in lab.cable.timed(B, A) if m[:4] == RESPONSE}
+    for when, message in lab.sent():
+        if message[:4] == TRANSPORT and message[4:8] in made and when - made[message[4:8]] > 181:
+            raise Failed(f"{when - started:.0f} s after it started, a sent a transport message "
+                         f"with a session made {when - made[message[4:8]]:.0f} s before",
+                         "no session is used after 180 s (REJECT_AFTER_TIME)", "12. timers")
+
+
+def seconds(times: list) -> str:
+    return ", ".join(f"{t:.0f}" for t in times) or "(none)"
+
+
 # --- The ladder ---------------------------------------------------------------------------
 
 RUNGS = (
     ("handshake", check_handshake, "9. the handshake"),
     ("transport", check_transport, "10. transport"),
     ("responder", check_responder, "11. responder"),
+    ("timers", check_timers, "12. timers"),
 )
 
 
