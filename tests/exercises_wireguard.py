@@ -222,7 +222,9 @@ def read_initiation(message: bytes, responder: bytes, initiator: bytes, who: str
     where = "9. the handshake"
     if len(message) != 148 or message[:4] != INITIATION:
         raise Failed(f"{who} sent {describe(message)}", "an initiation: 148 bytes, starting "
-                     "01 00 00 00 (type 1, then three zero bytes)", where)
+                     "01 00 00 00 (type 1, then three zero bytes): 4 + 4 (sender index) + 32 "
+                     "(ephemeral) + 48 (static, sealed) + 28 (timestamp, sealed) + 16 (mac1) + "
+                     "16 (mac2)", where)
     expected = mac(digest(LABEL_MAC1, x25519(responder)), message[:116])
     if message[116:132] != expected:
         raise Failed(f"{who}'s initiation has a mac1 that does not match: "
@@ -495,11 +497,16 @@ def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
     impostor = os.urandom(32)
     stranger = read_as(initiation, impostor, keys)
     forged, _ = respond(stranger, impostor, keys.a_public, index)
+    # mac1 proves nothing about who sent a message (anyone can compute it: its key is made
+    # from a public key), so each flip but the one in mac1 comes with mac1 computed again.
+    remac = lambda message: with_macs(message[:60], keys.a_public)  # noqa: E731
     for bad, what in (
-            (flip(good, 44), "a response with one bit flipped in its encrypted empty field"),
-            (flip(good, 20), "a response with one bit flipped in its ephemeral key"),
+            (remac(flip(good, 44)), "a response with one bit flipped in its encrypted empty "
+             "field (and mac1 computed again)"),
+            (remac(flip(good, 20)), "a response with one bit flipped in its ephemeral key (and "
+             "mac1 computed again)"),
             (flip(good, 70), "a response with one bit flipped in its mac1"),
-            (flip(good, 8), "a response whose receiver index is not a's sender index"),
+            (remac(flip(good, 8)), "a response whose receiver index is not a's sender index"),
             (forged, "a response made with another static key than --peer-key's")):
         since = time.time()
         lab.inject(bad)
@@ -730,14 +737,18 @@ def through_the_real_peer(lab: WireGuardLab) -> None:
                          .splitlines()[-2] if result.stdout.strip() else
                          f"{side}'s ping failed", "pings cross both ways", section)
     for source, sink in (("a", "b"), ("b", "a")):
-        with redirect_stdout(io.StringIO()):
-            sent, received, _ = tcp_transfer(lab.hosts, 1024 * 1024, source, sink)
+        try:
+            with redirect_stdout(io.StringIO()):
+                sent, received, _ = tcp_transfer(lab.hosts, 1024 * 1024, source, sink)
+        except (AssertionError, subprocess.SubprocessError):
+            lab.alive("during a TCP transfer")
+            sent, received = ("1048576", ""), ("not all of it: the transfer broke off", "")
         if sent != received:
             raise Failed(f"1 MiB over TCP from {source} to {sink}, through wireguard-go, "
-                         f"arrived as {received}", "the same bytes: same size, same SHA-256",
-                         section)
+                         f"arrived as {' '.join(received)}",
+                         "the same bytes: same size, same SHA-256", section)
     inner = socket.inet_aton(TUNNEL["a"][0]) + socket.inet_aton(TUNNEL["b"][0])
-    for _, message in lab.cable.timed("", "", since):
+    for message in [seen.udp[2] for seen in lab.cable.seen(since) if seen.udp]:
         if PATTERN in message or inner in message or inner[4:] + inner[:4] in message:
             raise Failed("the cable carried an inner packet's bytes in the clear",
                          "no byte of the inner packet can be read on the cable", section)
@@ -892,7 +903,7 @@ def check_timers(program: Path) -> None:
         lost = sorted(set(range(answered[0], PINGS + 1)) - set(answered))
         if lost:
             raise Failed(f"of the pings after the first answer (at {answered[0]} s), those "
-                         f"sent at {seconds(lost[:8])} s after a started were lost; a sent "
+                         f"sent about {seconds(lost[:8])} s after a started were lost; a sent "
                          f"initiations at {seconds(initiations)} s",
                          "a new handshake by the session's initiator after 120 s "
                          "(REKEY_AFTER_TIME), while the old session still carries traffic: "

@@ -78,7 +78,7 @@ def test_part_two_has_four_reference_solutions_small_but_the_handshake() -> None
     assert all(size <= 80 for name, size in sizes.items() if name != names[0]), sizes
     # The handshake cannot be cut in smaller pieces a check could confirm; the guide says why.
     guide = (TESTS / "exercises" / "part-two-protocol.md").read_text()
-    assert sizes[names[0]] <= 160 and "**The patch is bigger than 80 lines**" in guide
+    assert sizes[names[0]] <= 170 and "**The patch is bigger than 80 lines**" in guide
 
 
 def test_the_checkers_own_arithmetic_matches_the_rfcs() -> None:
@@ -152,12 +152,22 @@ WRONG = [
      "message + hashlib.blake2s(message + bytes(16), key=digest(LABEL_MAC1, receiver), "
      "digest_size=16).digest() + bytes(16)",
      "mac1 that does not match: it matches MAC over the message with mac1 as 16 zero bytes"),
-    (9, "mac1 keyed with HMAC", "hashlib.blake2s(message, key=digest(LABEL_MAC1, receiver), "
-     "digest_size=16)", "hmac.new(digest(LABEL_MAC1, receiver), message, hashlib.blake2s)",
-     "mac1 that does not match: it matches HMAC-BLAKE2s"),
+    (9, "mac1 made with HMAC", "message + mac1.digest() + bytes(16)",
+     "message + hmac.digest(digest(LABEL_MAC1, receiver), message, \"blake2s\")[:16] "
+     "+ bytes(16)", "mac1 that does not match: it matches HMAC-BLAKE2s"),
+    (9, "mac1 of 32 bytes", "digest_size=16)\n        self.network.send_one(",
+     ")\n        self.network.send_one(", "a sent an initiation (type 1) of 164 bytes"),
     (9, "a response's mac1 not checked", "        if not self.mac1_valid(message):\n"
      "            return \"response with a wrong mac1\"\n", "",
      "one bit flipped in its mac1; a took it"),
+    (9, "a response's sealed empty field not checked",
+     "if noise.open(noise.preshared(), message[44:60]) is None:",
+     "if noise.open(noise.preshared(), message[44:60]) is None and False:",
+     "one bit flipped in its encrypted empty field (and mac1 computed again); a took it"),
+    (9, "a response for another initiation taken",
+     "if not self.pending or len(message) != 92 or message[8:12] != self.pending[0]:",
+     "if not self.pending or len(message) != 92:",
+     "a response whose receiver index is not a's sender index; a took it"),
     (9, "no keep-alive to confirm",
      "        self.network.send_one(self.seal(b\"\"))  # a keep-alive: now the peer may send "
      "too\n", "", "a sent no transport message after a correct response"),
