@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import exercises_wireguard
 import netns
 from ladder import Failed
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
@@ -567,8 +568,6 @@ PART_TWO_GUIDE = "tests/exercises/part-two.md"
 def check(rung: int, program: Path) -> Optional[Failed]:
     """Check one rung (1 to 5, 9 to 12); None if it passes."""
     if rung in PART_TWO:
-        import exercises_wireguard  # it imports this module: not at the top
-
         return exercises_wireguard.check(rung, program)
     try:
         RUNGS[rung - 1][1](program)

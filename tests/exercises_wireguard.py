@@ -28,13 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import netns
-from exercises import Recorder, echo
 from ladder import Failed
 from netns import TUNNEL, UNDERLAY, Hosts
 from traffic import tcp_transfer
+
+if TYPE_CHECKING:
+    from exercises import Recorder
 
 GUIDE = "tests/exercises/part-two.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
@@ -348,13 +350,29 @@ with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
 MALLORY = "192.0.2.3"  # on b's end of the cable too: she can send as anyone, and listen
 
 
+def recorder(hosts: Hosts, side: str, interface: str) -> "Recorder":
+    """Part one's recorder (tests/wire.py record) on `interface` in namespace `side`."""
+    from exercises import Recorder  # exercises.py imports this module: not at the top
+
+    return Recorder(hosts, side, interface)
+
+
+def echo(packet: bytes) -> Optional[tuple]:
+    """(type, id, seq) of an IPv4 ICMP echo request (8) or reply (0)."""
+    header = (packet[0] & 0x0F) * 4 if packet else 0
+    if not packet or packet[0] >> 4 != 4 or len(packet) < header + 8 or packet[9] != 1:
+        return None
+    kind, _, _, identifier, sequence = struct.unpack("!BBHHH", packet[header:header + 8])
+    return (kind, identifier, sequence) if kind in (0, 8) else None
+
+
 class WireGuardLab:
     """Namespaces a and b, the keys, a recorder on the cable, and the programs started."""
 
     def __init__(self, hosts: Hosts, program: Path) -> None:
         self.hosts, self.program = hosts, program
         self.keys = make_keys(hosts.logs)
-        self.cable = Recorder(hosts, "b", f"{hosts.prefix}v")
+        self.cable = recorder(hosts, "b", f"{hosts.prefix}v")
         self.tinyvpn: Optional[subprocess.Popen] = None
         self.peer: Optional[subprocess.Popen] = None
         self.mallory: list = []  # her address, once b's end of the cable has it
@@ -454,6 +472,10 @@ def last_words(text: str, lines: int = 1) -> str:
 
 @contextmanager
 def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
+    lacking = missing()
+    if lacking:
+        raise Failed(f"this machine cannot check part two's rungs: {lacking}",
+                     "a real WireGuard to talk to: wireguard-go and wg installed")
     with netns.two_hosts() as hosts:
         yield WireGuardLab(hosts, program)
 
@@ -619,7 +641,7 @@ def transport(session: Session, packet: bytes, counter: int) -> bytes:
 def check_transport(program: Path) -> None:
     with wireguard_lab(program) as lab:
         session = handshake(lab)
-        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
+        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
         first = transport(session, echo_request(1), 0)
         deliver(lab, a_tun, session, first, 1, "an echo request in transport message 0")
         check_counters(lab, session)
@@ -645,7 +667,7 @@ def check_transport(program: Path) -> None:
         through_the_real_peer(lab)
 
 
-def deliver(lab: WireGuardLab, a_tun: Recorder, session: Session, message: bytes,
+def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: bytes,
             sequence: int, what: str, source: str = B) -> None:
     """The check sends `message` from `source`; a must write the echo request in it, without
     its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
@@ -702,7 +724,7 @@ def check_counters(lab: WireGuardLab, session: Session) -> None:
                      "10. transport")
 
 
-def refuse(lab: WireGuardLab, a_tun: Recorder, message: bytes, what: str,
+def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
            source: str = MALLORY) -> None:
     """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why."""
     before = len(a_tun.written())
@@ -810,7 +832,7 @@ def check_responder(program: Path) -> None:
     with wireguard_lab(program) as lab:
         keys = lab.keys
         lab.start_tinyvpn()
-        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
+        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
         stamp = time.time_ns()
         initiated = initiate(keys, tai64n(stamp))
         since = time.time()
@@ -937,10 +959,6 @@ RUNGS = (
 
 def check(rung: int, program: Path) -> Optional[Failed]:
     """Check one rung of part two (9 to 12); None if it passes."""
-    lacking = missing()
-    if lacking:
-        return Failed(f"this machine cannot check rung {rung}: {lacking}",
-                      "a real WireGuard to talk to: wireguard-go and wg installed")
     try:
         RUNGS[rung - 9][1](program)
     except Failed as failure:
