@@ -238,7 +238,8 @@ def read_initiation(message: bytes, responder: bytes, initiator: bytes, who: str
     noise.ephemeral(ephemeral)
     static = noise.unseal(noise.mix(x25519(responder, ephemeral)), message[40:88])
     if static is None:
-        raise Failed(f"{who}'s initiation: its encrypted static key does not decrypt",
+        raise Failed(f"{who}'s initiation: its encrypted static key does not decrypt: "
+                     f"{static_mistake(message, responder, initiator)}",
                      "steps 1 to 8 of the initiation: C and H from the construction, the "
                      "identifier and the responder's public key; the ephemeral mixed into "
                      "both; the key from KDF2(C, DH(ephemeral, responder's static)); "
@@ -247,20 +248,86 @@ def read_initiation(message: bytes, responder: bytes, initiator: bytes, who: str
         raise Failed(f"{who}'s initiation carries the static key {b64(static)}, not its own "
                      f"public key {b64(initiator)}", "the initiator's own public key, sealed",
                      where)
+    before = (noise.chain, noise.hash)
     stamp = noise.unseal(noise.mix(x25519(responder, initiator)), message[88:116])
     if stamp is None:
-        raise Failed(f"{who}'s initiation: its timestamp does not decrypt", "the key from "
+        raise Failed(f"{who}'s initiation: its timestamp does not decrypt: "
+                     f"{stamp_mistake(message, responder, initiator, *before)}", "the key from "
                      "KDF2(C, DH(initiator's static, responder's static)), H as associated "
                      "data", where)
     seconds = int.from_bytes(stamp[:8], "big") - 2**62 - 10
     if abs(seconds - time.time()) > 3600:
-        raise Failed(f"{who}'s initiation carries the timestamp {stamp.hex()}, which is not "
-                     "now in TAI64N", "TAI64N: 8 bytes big-endian of 2^62 + 10 + the seconds "
+        little = abs(int.from_bytes(stamp[:8], "little") - 2**62 - 10 - time.time()) < 3600
+        bare = abs(int.from_bytes(stamp[:8], "big") - time.time()) < 3600
+        raise Failed(f"{who}'s initiation carries the timestamp {stamp.hex(' ')}, which is not "
+                     "now in TAI64N" + (": it is little-endian" if little else "") +
+                     (": 2^62 + 10 is not added to the seconds" if bare else ""),
+                     "TAI64N: 8 bytes big-endian of 2^62 + 10 + the seconds "
                      "since 1970, then 4 bytes big-endian of nanoseconds", where)
     if message[132:] != bytes(16):
         raise Failed(f"{who}'s initiation has a mac2 that is not zero",
                      "mac2 is 16 zero bytes while no cookie was received", where)
     return Initiation(message, message[4:8], ephemeral, stamp, noise)
+
+
+def opens_static(message: bytes, responder: bytes, one_hash: bool = False,
+                 mix_c: bool = True, mix_h: bool = True, aad: bool = True,
+                 dh: Optional[bytes] = None, keyed: bool = False, swapped: bool = False) -> bool:
+    """Whether the static field opens if the initiator made one mistake (none: all default)."""
+    def derive(key: bytes, data: bytes) -> list:
+        if keyed:  # keyed BLAKE2s where HMAC belongs
+            secret = hashlib.blake2s(data, key=key).digest()
+            first = hashlib.blake2s(b"\x01", key=secret).digest()
+            return [first, hashlib.blake2s(first + b"\x02", key=secret).digest()]
+        return kdf(key, data)[::-1] if swapped else kdf(key, data)
+
+    chain, public, ephemeral = digest(CONSTRUCTION), x25519(responder), message[8:40]
+    hashed = digest(chain, IDENTIFIER, public) if one_hash else \
+        digest(digest(chain, IDENTIFIER), public)
+    chain = derive(chain, ephemeral)[0] if mix_c else chain
+    hashed = digest(hashed, ephemeral) if mix_h else hashed
+    chain, key = derive(chain, dh or x25519(responder, ephemeral))
+    return unseal(key, 0, message[40:88], hashed if aad else b"") is not None
+
+
+def static_mistake(message: bytes, responder: bytes, initiator: bytes) -> str:
+    """The likely mistake behind a static field that does not open."""
+    for mistake, words in (
+            ({"one_hash": True}, "it opens if H starts as HASH(C + IDENTIFIER + responder's "
+             "key) in one go: it is HASH(HASH(C + IDENTIFIER) + responder's key), two hashes"),
+            ({"mix_c": False}, "it opens if the ephemeral key is not mixed into C: step 5, "
+             "C = KDF1(C, ephemeral public key), is missing"),
+            ({"mix_h": False}, "it opens if H leaves out the ephemeral key: step 6, H = "
+             "HASH(H + ephemeral public key), is missing"),
+            ({"aad": False}, "it opens without associated data: seal it with H as the "
+             "associated data"),
+            ({"dh": x25519(responder, initiator)}, "it opens with the key from the STATIC "
+             "keys' DH: step 7 uses DH(ephemeral private, responder's public)"),
+            ({"keyed": True}, "it opens if KDF is made of keyed BLAKE2s: KDF is made of HMAC "
+             "(hmac.new(key, data, hashlib.blake2s))"),
+            ({"swapped": True}, "it opens if KDF2's two outputs are swapped: the first is the "
+             "new chaining key C, the second the key")):
+        if opens_static(message, responder, **mistake):  # type: ignore[arg-type]
+            return words
+    return "a step of 1 to 8 differs (the nonce is 12 zero bytes; x25519's arguments: "\
+        "private key first)"
+
+
+def stamp_mistake(message: bytes, responder: bytes, initiator: bytes, chain: bytes,
+                  hashed: bytes) -> str:
+    """The likely mistake behind a timestamp field that does not open; `chain` and `hashed`
+    are C and H as they should be once the static field is sealed."""
+    _, key = kdf(chain, x25519(responder, message[8:40]))  # the ephemeral DH again
+    if unseal(key, 0, message[88:116], hashed) is not None:
+        return "it opens with the key from DH(ephemeral, responder's static): step 9 uses " \
+            "DH(initiator's STATIC private, responder's public)"
+    start = digest(CONSTRUCTION)  # H before the static field was mixed in: recompute it
+    earlier = digest(digest(digest(start, IDENTIFIER), x25519(responder)), message[8:40])
+    _, key = kdf(chain, x25519(responder, initiator))
+    if unseal(key, 0, message[88:116], earlier) is not None:
+        return "it opens with H from before the static field: after sealing the static key, " \
+            "H = HASH(H + the sealed static field)"
+    return "step 9 or 10 differs"
 
 
 def mac1_mistake(message: bytes, responder: bytes, initiator: bytes) -> str:

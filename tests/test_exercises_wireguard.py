@@ -13,15 +13,18 @@ minutes, and rung 12's pass about four more; rung 12 failing on solution 11 take
 and runs only with TINYVPN_SLOW_TESTS=1.
 """
 
+import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import exercises_wireguard as checker
 import pytest
 from conftest import skip_or_fail
+from ladder import Failed
 from netns import TINYVPN
 
 FOLDER = Path(__file__).resolve().parent / "exercises" / "solutions"
@@ -110,6 +113,52 @@ def test_the_checker_names_the_mistake_behind_a_wrong_mac1(tmp_path: Path) -> No
                                              keys.b_public)
 
 
+def initiation_with(keys: checker.Keys, one_hash: bool = False, mix_c: bool = True,
+                    static_dh: bool = False, keyed: bool = False, stamp_dh: bool = False,
+                    stamp_h_before: bool = False, little_endian: bool = False) -> bytes:
+    """An initiation from a to b, made the way a learner would, with the mistakes asked for."""
+    def derive(key: bytes, data: bytes) -> list:
+        if keyed:
+            secret = hashlib.blake2s(data, key=key).digest()
+            first = hashlib.blake2s(b"\x01", key=secret).digest()
+            return [first, hashlib.blake2s(first + b"\x02", key=secret).digest()]
+        return checker.kdf(key, data)
+
+    a, b_public, ephemeral = keys.a, keys.b_public, os.urandom(32)
+    chain = checker.digest(checker.CONSTRUCTION)
+    hashed = checker.digest(chain, checker.IDENTIFIER, b_public) if one_hash else \
+        checker.digest(checker.digest(chain, checker.IDENTIFIER), b_public)
+    public = checker.x25519(ephemeral)
+    chain = derive(chain, public)[0] if mix_c else chain
+    hashed = checker.digest(hashed, public)
+    chain, key = derive(chain, checker.x25519(a if static_dh else ephemeral, b_public))
+    static = checker.seal(key, 0, keys.a_public, hashed)
+    before, hashed = hashed, checker.digest(hashed, static)
+    chain, key = derive(chain, checker.x25519(ephemeral if stamp_dh else a, b_public))
+    stamp = checker.tai64n(time.time_ns())
+    stamp = stamp[7::-1] + stamp[8:] if little_endian else stamp
+    sealed = checker.seal(key, 0, stamp, before if stamp_h_before else hashed)
+    return checker.with_macs(checker.INITIATION + os.urandom(4) + public + static + sealed,
+                             b_public)
+
+
+@pytest.mark.parametrize("mistake, words", [
+    ({"one_hash": True}, "H starts as HASH(C + IDENTIFIER + responder's key) in one go"),
+    ({"mix_c": False}, "step 5, C = KDF1(C, ephemeral public key), is missing"),
+    ({"static_dh": True}, "it opens with the key from the STATIC keys' DH"),
+    ({"keyed": True}, "it opens if KDF is made of keyed BLAKE2s"),
+    ({"stamp_dh": True}, "step 9 uses DH(initiator's STATIC private, responder's public)"),
+    ({"stamp_h_before": True}, "it opens with H from before the static field"),
+    ({"little_endian": True}, "which is not now in TAI64N: it is little-endian")])
+def test_the_checker_names_the_mistake_behind_an_initiation_it_cannot_read(
+        tmp_path: Path, mistake: dict, words: str) -> None:
+    keys = checker.make_keys(tmp_path)
+    assert checker.read_initiation(initiation_with(keys), keys.b, keys.a_public, "a")
+    with pytest.raises(Failed) as failure:
+        checker.read_initiation(initiation_with(keys, **mistake), keys.b, keys.a_public, "a")
+    assert words in failure.value.happened
+
+
 @pytest.mark.parametrize("rung", [9, 10, 11, 12])
 def test_the_shipped_file_fails_part_two_for_want_of_its_options(
         wireguard: None, rung: int) -> None:
@@ -157,6 +206,12 @@ WRONG = [
      "+ bytes(16)", "mac1 that does not match: it matches HMAC-BLAKE2s"),
     (9, "mac1 of 32 bytes", "digest_size=16)\n        self.network.send_one(",
      ")\n        self.network.send_one(", "a sent an initiation (type 1) of 164 bytes"),
+    (9, "H begun with one hash, not two", "self.hash = digest(digest(self.chain, IDENTIFIER), "
+     "responder)", "self.hash = digest(self.chain, IDENTIFIER, responder)",
+     "its encrypted static key does not decrypt: it opens if H starts as HASH(C + IDENTIFIER "
+     "+ responder's key) in one go"),
+    (9, "a little-endian TAI64N", "struct.pack(\">QI\", 2**62", "struct.pack(\"<QI\", 2**62",
+     "which is not now in TAI64N: it is little-endian"),
     (9, "a response's mac1 not checked", "        if not self.mac1_valid(message):\n"
      "            return \"response with a wrong mac1\"\n", "",
      "one bit flipped in its mac1; a took it"),
