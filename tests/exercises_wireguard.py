@@ -362,6 +362,9 @@ def describe(message: bytes) -> str:
     kind = NAMES.get(message[0]) if message[:1] and message[1:4] == bytes(3) else None
     if kind:
         return f"{kind} of {len(message)} bytes"
+    if message[:1] and message[0] >> 4 in (4, 6):
+        return (f"a datagram of {len(message)} bytes holding an IPv{message[0] >> 4} packet "
+                "in the clear (tinyvpn's own wire, not WireGuard's)")
     return f"a datagram of {len(message)} bytes starting {message[:8].hex(' ') or '(empty)'}"
 
 
