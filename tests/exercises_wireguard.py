@@ -665,10 +665,10 @@ def confirm(lab: WireGuardLab, initiation: Initiation) -> Session:
     return session
 
 
-def handshake(lab: WireGuardLab) -> Session:
+def handshake(lab: WireGuardLab, *options: str) -> Session:
     """a started, and its first initiation answered by the check: the session's keys."""
     started = time.time()
-    lab.start_tinyvpn()
+    lab.start_tinyvpn(*options)
     _, message = lab.await_message(INITIATION, started, 3, "initiation after it started",
                                    "an initiation as soon as it starts", "9. the handshake")
     return confirm(lab, read_initiation(message, lab.keys.b, lab.keys.a_public, "a"))
@@ -723,10 +723,17 @@ def transport(session: Session, packet: bytes, counter: int) -> bytes:
 
 def check_transport(program: Path) -> None:
     with wireguard_lab(program) as lab:
-        session = handshake(lab)
+        session = handshake(lab, "--keepalive", "1")
         a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
         first = transport(session, echo_request(1), 0)
         deliver(lab, a_tun, session, first, 1, "an echo request in transport message 0")
+        shown = f"ICMP echo-request id={ECHO_ID} seq=1"
+        if shown not in lab.said():
+            raise Failed(f"a wrote the echo request to its TUN, and -d did not show it ('"
+                         f"{shown}'); its last line: {last_words(lab.said())}",
+                         "-d shows the decrypted inner packet, as part one's tinyvpn did",
+                         "10. transport")
+        check_keepalives(lab, session)
         check_counters(lab, session)
         for message, what in (
                 (first, "transport message 0 again (replayed)"),
@@ -796,6 +803,18 @@ def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> O
         if opened and echo(opened[1][:60]) == (0, ECHO_ID, sequence):
             return destination, opened[1]
     return None
+
+
+def check_keepalives(lab: WireGuardLab, session: Session) -> None:
+    """a runs with --keepalive 1: idle for 1.5 s, it sends a keep-alive of the session."""
+    since = time.time()
+    time.sleep(1.5)
+    opened = [open_transport(m, session) for _, m in lab.sent(since)]
+    if not any(o and o[1] == b"" for o in opened):
+        raise Failed("with --keepalive 1, a sent no keep-alive in 1.5 s of sending nothing"
+                     + (f"; it sent {describe(lab.sent(since)[0][1])}" if opened else ""),
+                     "an empty transport message (32 bytes) after 1 s of sending nothing",
+                     "10. transport")
 
 
 def check_counters(lab: WireGuardLab, session: Session) -> None:

@@ -230,6 +230,10 @@ WRONG = [
      "return packet, \"\"", "a 60-byte packet, padded to 64; a wrote 64 bytes to its TUN"),
     (10, "no window on the counter", "if not session.is_new(int.from_bytes(counter, "
      "\"little\")):", "if False:", "transport message 0 again (replayed); a wrote a packet"),
+    (10, "--keepalive's empty packets left unsent",
+     "self.network.send([self.seal(bytes(packet)) for packet in packets])",
+     "self.network.send([self.seal(bytes(packet)) for packet in packets if packet])",
+     "with --keepalive 1, a sent no keep-alive in 1.5 s of sending nothing"),
     (10, "no roaming", "        self.network.peer = sender  # authentic and new: the peer is "
      "there now (rung 4)\n", "", "a sent the answer to 192.0.2.2"),
     (11, "a responder that sends before the initiator confirmed",
