@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import exercises_crypto
+import exercises_wireguard
 import netns
 from ladder import Failed, crash, died
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
@@ -821,8 +822,11 @@ RUNGS: list = [
     ("replay", check_replay, "3. replay"),
     ("roam", check_roam, "4. roam"),
     ("encrypt", check_encrypt, "5. encrypt"),
-    # Part two, in its own guide: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519.
+    # Part two, in its own guide: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519, checked by
+    # calling the learner's functions; 9 to 12, the protocol, against a real WireGuard. Rung 12
+    # takes minutes: it runs only when asked for by number.
     *exercises_crypto.RUNGS,
+    *exercises_wireguard.RUNGS,
 ]
 PART_ONE = 5  # rungs 1 to 5; the ones after them are part two's
 
@@ -871,9 +875,9 @@ def main(argv: Optional[list] = None) -> int:
         failure = check(rung, args.program)
         took = f"{time.monotonic() - started:4.1f} s"
         if failure is None:
-            print(f"  rung {rung}  {name:<13} passed   {took}", flush=True)
+            print(f"  rung {rung:<2} {name:<13} passed   {took}", flush=True)
             continue
-        print(f"  rung {rung}  {name:<13} FAILED   {took}\n"
+        print(f"  rung {rung:<2} {name:<13} FAILED   {took}\n"
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
               f"      reread:        {reread(rung, failure.section or section)}", flush=True)

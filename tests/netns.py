@@ -321,3 +321,40 @@ def sysctl(hosts: Hosts, side: str, setting: str, value: int) -> None:
     """Set a kernel setting of namespace `side` (those under net. are per namespace)."""
     path = "/proc/sys/" + setting.replace(".", "/")
     run(hosts, side, sys.executable, "-c", f"open({path!r}, 'w').write('{value}')")
+
+
+# --- A real WireGuard peer (part two of the exercises, the benchmark) ----------------------
+
+WIREGUARD_SOCKETS = Path("/var/run/wireguard")  # where wg finds a wireguard-go by its name
+
+
+def start_wireguard_go(hosts: Hosts, side: str, private_key: Path, peer_key: str,
+                       endpoint: Optional[str] = None, interface: Optional[str] = None,
+                       keepalive: Optional[int] = None) -> subprocess.Popen:
+    """wireguard-go (the WireGuard nobody here wrote) in namespace `side`, its interface
+    (hosts.tun by default) configured by `wg` as that side's tunnel end: PORT, the peer's
+    public key, the whole tunnel subnet through it, the side's TUNNEL addresses, and up."""
+    interface = interface or hosts.tun
+    process = start(hosts, side, "wireguard-go", "-f", interface, name=f"wireguard-go-{side}")
+    socket_file = WIREGUARD_SOCKETS / f"{interface}.sock"
+    wait_for(lambda: socket_file.exists() or process.poll() is not None,
+             f"wireguard-go to create {interface}")
+    if process.poll() is not None:
+        raise RuntimeError(f"wireguard-go exited: {output(hosts, f'wireguard-go-{side}')}")
+    peer = ["peer", peer_key, "allowed-ips", "198.51.100.0/30,2001:db8:2::/64"]
+    peer += ["endpoint", f"{endpoint}:{PORT}"] if endpoint else []
+    peer += ["persistent-keepalive", str(keepalive)] if keepalive else []
+    run(hosts, side, "wg", "set", interface, "private-key", str(private_key), "listen-port",
+        str(PORT), *peer)
+    ipv4, ipv6 = TUNNEL[side]
+    for command in (["link", "set", "dev", interface, "mtu", str(TUNNEL_MTU), "up"],
+                    ["address", "add", f"{ipv4}/30", "dev", interface],
+                    ["address", "add", f"{ipv6}/64", "dev", interface, "nodad"]):
+        run(hosts, side, "ip", *command)
+    return process
+
+
+def stop_wireguard_go(process: subprocess.Popen, interface: str) -> None:
+    """End a wireguard-go we started, and remove its control socket if it left it behind."""
+    stop(process)
+    (WIREGUARD_SOCKETS / f"{interface}.sock").unlink(missing_ok=True)

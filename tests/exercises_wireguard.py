@@ -1,0 +1,1079 @@
+"""The checks of part two's rungs 9 to 12 (tests/exercises/part-two.md): the learner's
+tinyvpn speaks WireGuard with a real WireGuard peer. Standard library only.
+
+Each check runs the learner's tinyvpn in namespace a, with --private-key and --peer-key, and a
+WireGuard that nobody here wrote in namespace b: wireguard-go, configured with `wg` (this kernel
+may have no wireguard module). It watches the cable with tests/wire.py, and, knowing every key
+(it made them), decodes what a sent and says which field is wrong; it also plays the peer itself
+where it needs a message the real one would never send (a response with a bit flipped, an
+initiation replayed).
+
+    underlay (veth):  a 192.0.2.1  <---->  b 192.0.2.2      UDP port 5000 on both
+    tunnel:           a 198.51.100.1 (tinyvpn's TUN)  <---->  b 198.51.100.2 (wireguard-go's)
+"""
+
+import base64
+import hashlib
+import hmac
+import io
+import os
+import re
+import shlex
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import netns
+from ladder import Failed
+from netns import TUNNEL, UNDERLAY, Hosts
+from traffic import tcp_transfer
+
+if TYPE_CHECKING:
+    from exercises import Recorder
+
+GUIDE = "tests/exercises/part-two.md"
+A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
+
+# --- The checker's own WireGuard arithmetic (RFC 8439, RFC 7748, the WireGuard paper) ------
+# Written for this checker, slow and plain: it never runs the learner's code to judge it.
+
+
+def chacha20(key: bytes, counter: int, nonce: bytes, data: bytes) -> bytes:
+    stream = b"".join(chacha20_block(key, counter + i, nonce)
+                      for i in range((len(data) + 63) // 64))
+    return bytes(x ^ y for x, y in zip(data, stream))
+
+
+def chacha20_block(key: bytes, counter: int, nonce: bytes) -> bytes:
+    mask = 0xFFFFFFFF
+    state = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574, *struct.unpack("<8I", key),
+             counter, *struct.unpack("<3I", nonce)]
+    x = list(state)
+    for _ in range(10):
+        for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                           (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+            for s, t, u, r in ((a, b, d, 16), (c, d, b, 12), (a, b, d, 8), (c, d, b, 7)):
+                x[s] = (x[s] + x[t]) & mask
+                x[u] ^= x[s]
+                x[u] = (x[u] << r | x[u] >> (32 - r)) & mask
+    return struct.pack("<16I", *((i + j) & mask for i, j in zip(x, state)))
+
+
+def poly1305(key: bytes, message: bytes) -> bytes:
+    r = int.from_bytes(key[:16], "little") & 0x0FFFFFFC0FFFFFFC0FFFFFFC0FFFFFFF
+    total = 0
+    for i in range(0, len(message), 16):
+        total = (total + int.from_bytes(message[i:i + 16] + b"\x01", "little")) * r % (2**130 - 5)
+    return ((total + int.from_bytes(key[16:], "little")) % 2**128).to_bytes(16, "little")
+
+
+def aead_tag(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    data = aad + bytes(-len(aad) % 16) + ciphertext + bytes(-len(ciphertext) % 16)
+    return poly1305(chacha20(key, 0, nonce, bytes(32)),
+                    data + struct.pack("<QQ", len(aad), len(ciphertext)))
+
+
+def seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+    nonce = bytes(4) + counter.to_bytes(8, "little")
+    ciphertext = chacha20(key, 1, nonce, plaintext)
+    return ciphertext + aead_tag(key, nonce, ciphertext, aad)
+
+
+def unseal(key: bytes, counter: int, sealed: bytes, aad: bytes = b"") -> Optional[bytes]:
+    nonce = bytes(4) + counter.to_bytes(8, "little")
+    if len(sealed) < 16 or aead_tag(key, nonce, sealed[:-16], aad) != sealed[-16:]:
+        return None
+    return chacha20(key, 1, nonce, sealed[:-16])
+
+
+def x25519(scalar: bytes, u: bytes = (9).to_bytes(32, "little")) -> bytes:
+    p = 2**255 - 19
+    k = int.from_bytes(scalar, "little") & ~7 & (2**254 - 1) | 2**254
+    x1 = int.from_bytes(u, "little") & (2**255 - 1)
+    x2, z2, x3, z3 = 1, 0, x1, 1
+    for t in reversed(range(255)):
+        if k >> t & 1:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        da, cb, aa, bb = d * a, c * b, a * a, b * b
+        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+        x2, z2 = aa * bb % p, (aa - bb) * (aa + 121665 * (aa - bb)) % p
+        if k >> t & 1:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
+def digest(*parts: bytes) -> bytes:
+    return hashlib.blake2s(b"".join(parts)).digest()
+
+
+def kdf(key: bytes, data: bytes, count: int = 2) -> list:
+    secret, keys = hmac.new(key, data, hashlib.blake2s).digest(), [b""]
+    for i in range(1, count + 1):
+        keys.append(hmac.new(secret, keys[-1] + bytes([i]), hashlib.blake2s).digest())
+    return keys[1:]
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    return hashlib.blake2s(data, key=key, digest_size=16).digest()
+
+
+CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1 = b"mac1----"
+INITIATION, RESPONSE, TRANSPORT = (struct.pack("<I", kind) for kind in (1, 2, 4))
+NAMES = {1: "an initiation (type 1)", 2: "a response (type 2)", 3: "a cookie reply (type 3)",
+         4: "a transport message (type 4)"}
+
+
+class Noise:
+    """A handshake's state, as the paper's section 5.4 mixes it: chaining key and hash."""
+
+    def __init__(self, responder: bytes) -> None:
+        self.chain = digest(CONSTRUCTION)
+        self.hash = digest(digest(self.chain, IDENTIFIER), responder)
+
+    def mix(self, data: bytes) -> bytes:
+        self.chain, key = kdf(self.chain, data)
+        return bytes(key)
+
+    def ephemeral(self, public: bytes) -> None:
+        self.mix(public)
+        self.hash = digest(self.hash, public)
+
+    def seal(self, key: bytes, plaintext: bytes) -> bytes:
+        sealed = seal(key, 0, plaintext, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return sealed
+
+    def unseal(self, key: bytes, sealed: bytes) -> Optional[bytes]:
+        opened = unseal(key, 0, sealed, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return opened
+
+    def preshared(self) -> bytes:
+        self.chain, extra, key = kdf(self.chain, bytes(32), 3)
+        self.hash = digest(self.hash, extra)
+        return bytes(key)
+
+
+def with_macs(message: bytes, receiver: bytes) -> bytes:
+    """The message followed by mac1 (keyed for `receiver`) and an empty mac2."""
+    return message + mac(digest(LABEL_MAC1, receiver), message) + bytes(16)
+
+
+def tai64n(nanoseconds: int) -> bytes:
+    seconds, rest = divmod(nanoseconds, 10**9)
+    return struct.pack(">QI", 2**62 + 10 + seconds, rest)
+
+
+@dataclass
+class Keys:
+    """Everything the check made: both static key pairs, and a's in wg genkey's format."""
+    a: bytes
+    b: bytes
+    a_file: Path
+    b_file: Path
+
+    @property
+    def a_public(self) -> bytes:
+        return x25519(self.a)
+
+    @property
+    def b_public(self) -> bytes:
+        return x25519(self.b)
+
+
+def make_keys(folder: Path) -> Keys:
+    a, b = os.urandom(32), os.urandom(32)
+    files = folder / "a.key", folder / "b.key"
+    for key, file in zip((a, b), files):
+        file.write_text(base64.b64encode(key).decode() + "\n")
+        file.chmod(0o600)
+    return Keys(a, b, *files)
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+# --- Reading what a sent ------------------------------------------------------------------
+
+
+@dataclass
+class Initiation:
+    """An initiation as its responder reads it: the sender's index and ephemeral key, its
+    timestamp, and the handshake's state after it."""
+    message: bytes
+    index: bytes
+    ephemeral: bytes
+    stamp: bytes
+    noise: Noise
+
+
+def read_initiation(message: bytes, responder: bytes, initiator: bytes, who: str) -> Initiation:
+    """Decode an initiation as `responder` (a private key); Failed naming the first field that
+    is wrong. `initiator` is the public key expected inside."""
+    where = "9. the handshake"
+    if len(message) != 148 or message[:4] != INITIATION:
+        raise Failed(f"{who} sent {describe(message)}", "an initiation: 148 bytes, starting "
+                     "01 00 00 00 (type 1, then three zero bytes): 4 + 4 (sender index) + 32 "
+                     "(ephemeral) + 48 (static, sealed) + 28 (timestamp, sealed) + 16 (mac1) + "
+                     "16 (mac2)", where)
+    expected = mac(digest(LABEL_MAC1, x25519(responder)), message[:116])
+    if message[116:132] != expected:
+        raise Failed(f"{who}'s initiation has a mac1 that does not match: "
+                     f"{mac1_mistake(message, x25519(responder), initiator)}",
+                     "mac1 = MAC(HASH(\"mac1----\" + the responder's public key), the 116 "
+                     "bytes before mac1): BLAKE2s keyed, 16 bytes", where)
+    noise = Noise(x25519(responder))
+    ephemeral = message[8:40]
+    noise.ephemeral(ephemeral)
+    static = noise.unseal(noise.mix(x25519(responder, ephemeral)), message[40:88])
+    if static is None:
+        raise Failed(f"{who}'s initiation: its encrypted static key does not decrypt: "
+                     f"{static_mistake(message, responder, initiator)}",
+                     "steps 1 to 8 of the initiation: C and H from the construction, the "
+                     "identifier and the responder's public key; the ephemeral mixed into "
+                     "both; the key from KDF2(C, DH(ephemeral, responder's static)); "
+                     "H as the associated data", where)
+    if static != initiator:
+        raise Failed(f"{who}'s initiation carries the static key {b64(static)}, not its own "
+                     f"public key {b64(initiator)}", "the initiator's own public key, sealed",
+                     where)
+    before = (noise.chain, noise.hash)
+    stamp = noise.unseal(noise.mix(x25519(responder, initiator)), message[88:116])
+    if stamp is None:
+        raise Failed(f"{who}'s initiation: its timestamp does not decrypt: "
+                     f"{stamp_mistake(message, responder, initiator, *before)}", "the key from "
+                     "KDF2(C, DH(initiator's static, responder's static)), H as associated "
+                     "data", where)
+    seconds = int.from_bytes(stamp[:8], "big") - 2**62 - 10
+    if abs(seconds - time.time()) > 3600:
+        little = abs(int.from_bytes(stamp[:8], "little") - 2**62 - 10 - time.time()) < 3600
+        bare = abs(int.from_bytes(stamp[:8], "big") - time.time()) < 3600
+        raise Failed(f"{who}'s initiation carries the timestamp {stamp.hex(' ')}, which is not "
+                     "now in TAI64N" + (": it is little-endian" if little else "") +
+                     (": 2^62 + 10 is not added to the seconds" if bare else ""),
+                     "TAI64N: 8 bytes big-endian of 2^62 + 10 + the seconds "
+                     "since 1970, then 4 bytes big-endian of nanoseconds", where)
+    if message[132:] != bytes(16):
+        raise Failed(f"{who}'s initiation has a mac2 that is not zero",
+                     "mac2 is 16 zero bytes while no cookie was received", where)
+    return Initiation(message, message[4:8], ephemeral, stamp, noise)
+
+
+def opens_static(message: bytes, responder: bytes, one_hash: bool = False,
+                 mix_c: bool = True, mix_h: bool = True, aad: bool = True,
+                 dh: Optional[bytes] = None, keyed: bool = False, swapped: bool = False) -> bool:
+    """Whether the static field opens if the initiator made one mistake (none: all default)."""
+    def derive(key: bytes, data: bytes) -> list:
+        if keyed:  # keyed BLAKE2s where HMAC belongs
+            secret = hashlib.blake2s(data, key=key).digest()
+            first = hashlib.blake2s(b"\x01", key=secret).digest()
+            return [first, hashlib.blake2s(first + b"\x02", key=secret).digest()]
+        return kdf(key, data)[::-1] if swapped else kdf(key, data)
+
+    chain, public, ephemeral = digest(CONSTRUCTION), x25519(responder), message[8:40]
+    hashed = digest(chain, IDENTIFIER, public) if one_hash else \
+        digest(digest(chain, IDENTIFIER), public)
+    chain = derive(chain, ephemeral)[0] if mix_c else chain
+    hashed = digest(hashed, ephemeral) if mix_h else hashed
+    chain, key = derive(chain, dh or x25519(responder, ephemeral))
+    return unseal(key, 0, message[40:88], hashed if aad else b"") is not None
+
+
+def static_mistake(message: bytes, responder: bytes, initiator: bytes) -> str:
+    """The likely mistake behind a static field that does not open."""
+    for mistake, words in (
+            ({"one_hash": True}, "it opens if H starts as HASH(C + IDENTIFIER + responder's "
+             "key) in one go: it is HASH(HASH(C + IDENTIFIER) + responder's key), two hashes"),
+            ({"mix_c": False}, "it opens if the ephemeral key is not mixed into C: step 5, "
+             "C = KDF1(C, ephemeral public key), is missing"),
+            ({"mix_h": False}, "it opens if H leaves out the ephemeral key: step 6, H = "
+             "HASH(H + ephemeral public key), is missing"),
+            ({"aad": False}, "it opens without associated data: seal it with H as the "
+             "associated data"),
+            ({"dh": x25519(responder, initiator)}, "it opens with the key from the STATIC "
+             "keys' DH: step 7 uses DH(ephemeral private, responder's public)"),
+            ({"keyed": True}, "it opens if KDF is made of keyed BLAKE2s: KDF is made of HMAC "
+             "(hmac.new(key, data, hashlib.blake2s))"),
+            ({"swapped": True}, "it opens if KDF2's two outputs are swapped: the first is the "
+             "new chaining key C, the second the key")):
+        if opens_static(message, responder, **mistake):  # type: ignore[arg-type]
+            return words
+    return "a step of 1 to 8 differs (the nonce is 12 zero bytes; x25519's arguments: "\
+        "private key first)"
+
+
+def stamp_mistake(message: bytes, responder: bytes, initiator: bytes, chain: bytes,
+                  hashed: bytes) -> str:
+    """The likely mistake behind a timestamp field that does not open; `chain` and `hashed`
+    are C and H as they should be once the static field is sealed."""
+    _, key = kdf(chain, x25519(responder, message[8:40]))  # the ephemeral DH again
+    if unseal(key, 0, message[88:116], hashed) is not None:
+        return "it opens with the key from DH(ephemeral, responder's static): step 9 uses " \
+            "DH(initiator's STATIC private, responder's public)"
+    start = digest(CONSTRUCTION)  # H before the static field was mixed in: recompute it
+    earlier = digest(digest(digest(start, IDENTIFIER), x25519(responder)), message[8:40])
+    _, key = kdf(chain, x25519(responder, initiator))
+    if unseal(key, 0, message[88:116], earlier) is not None:
+        return "it opens with H from before the static field: after sealing the static key, " \
+            "H = HASH(H + the sealed static field)"
+    return "step 9 or 10 differs"
+
+
+def mac1_mistake(message: bytes, responder: bytes, initiator: bytes) -> str:
+    """The likely mistake behind a wrong mac1, found by trying the classic ones."""
+    key = digest(LABEL_MAC1, responder)
+    tries = [
+        (mac(key, message[:132]), "it matches MAC over the message up to mac2 (mac1 "
+         "included): compute mac1 over the 116 bytes BEFORE mac1"),
+        (mac(key, message[:148]), "it matches MAC over the whole message: compute mac1 "
+         "over the 116 bytes before mac1"),
+        (mac(key, message[:116] + bytes(16)), "it matches MAC over the message with mac1 as "
+         "16 zero bytes: compute mac1 over the 116 bytes before mac1, nothing more"),
+        (mac(key, message[:116] + bytes(32)), "it matches MAC over the message with mac1 "
+         "and mac2 as zeros: compute mac1 over the 116 bytes before mac1, nothing more"),
+        (mac(digest(LABEL_MAC1, initiator), message[:116]), "it matches a key made from "
+         "your OWN public key: mac1's key is HASH(\"mac1----\" + the RECEIVER's public key)"),
+        (mac(responder, message[:116]), "it matches the responder's public key used as the "
+         "key itself: the key is HASH(\"mac1----\" + that public key)"),
+        (hmac.new(key, message[:116], hashlib.blake2s).digest()[:16], "it matches HMAC-BLAKE2s: "
+         "MAC is BLAKE2s KEYED (hashlib.blake2s(data, key=..., digest_size=16)), not HMAC"),
+        (hashlib.blake2s(message[:116], key=key).digest()[:16], "it matches a 32-byte keyed "
+         "BLAKE2s cut to 16: ask BLAKE2s for digest_size=16, which changes every byte"),
+    ]
+    for value, words in tries:
+        if message[116:132] == value:
+            return words
+    return "computed over the wrong bytes, or with the wrong key?"
+
+
+def describe(message: bytes) -> str:
+    """'a response (type 2) of 92 bytes', or what the first bytes are."""
+    kind = NAMES.get(message[0]) if message[:1] and message[1:4] == bytes(3) else None
+    if kind:
+        return f"{kind} of {len(message)} bytes"
+    if message[:1] and message[0] >> 4 in (4, 6):
+        return (f"a datagram of {len(message)} bytes holding an IPv{message[0] >> 4} packet "
+                "in the clear (tinyvpn's own wire, not WireGuard's)")
+    return f"a datagram of {len(message)} bytes starting {message[:8].hex(' ') or '(empty)'}"
+
+
+@dataclass
+class Session:
+    """Keys and indexes of one session, seen from the checker's side."""
+    mine: bytes
+    theirs: bytes
+    sending: bytes
+    receiving: bytes
+    counter: int = 0
+
+
+def respond(initiation: Initiation, responder: bytes, initiator: bytes,
+            index: bytes) -> tuple:
+    """The response the peer with private key `responder` makes: (message, Session)."""
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiation.noise.chain, initiation.noise.hash
+    ephemeral = os.urandom(32)
+    public = x25519(ephemeral)
+    noise.ephemeral(public)
+    noise.mix(x25519(ephemeral, initiation.ephemeral))
+    noise.mix(x25519(ephemeral, initiator))
+    empty = noise.seal(noise.preshared(), b"")
+    message = with_macs(RESPONSE + index + initiation.index + public + empty, initiator)
+    receiving, sending = kdf(noise.chain, b"")
+    return message, Session(index, initiation.index, sending, receiving)
+
+
+def open_transport(message: bytes, session: Session) -> Optional[tuple]:
+    """(counter, padded packet) of a transport message for `session`, None if not."""
+    if len(message) < 32 or message[:4] != TRANSPORT or message[4:8] != session.mine:
+        return None
+    counter = int.from_bytes(message[8:16], "little")
+    opened = unseal(session.receiving, counter, message[16:])
+    return None if opened is None else (counter, opened)
+
+
+# --- The lab: the learner's tinyvpn in a, wireguard-go in b -------------------------------
+
+INJECT = """
+import socket, struct, sys
+# A raw socket, headers and all: the source address and port can be any, also a port that
+# another program (wireguard-go) holds. The kernel fills in the IP checksum; UDP's may be 0.
+source, destination = socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2])
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+    for payload in map(bytes.fromhex, sys.argv[3:]):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0x4000, 64, 17, 0,
+                         source, destination)
+        raw.sendto(ip + struct.pack("!HHHH", 5000, 5000, 8 + len(payload), 0) + payload,
+                   (sys.argv[2], 0))
+"""
+MALLORY = "192.0.2.3"  # on b's end of the cable too: she can send as anyone, and listen
+
+
+def recorder(hosts: Hosts, side: str, interface: str) -> "Recorder":
+    """Part one's recorder (tests/wire.py record) on `interface` in namespace `side`."""
+    from exercises import Recorder  # exercises.py imports this module: not at the top
+
+    return Recorder(hosts, side, interface)
+
+
+def echo(packet: bytes) -> Optional[tuple]:
+    """(type, id, seq) of an IPv4 ICMP echo request (8) or reply (0)."""
+    header = (packet[0] & 0x0F) * 4 if packet else 0
+    if not packet or packet[0] >> 4 != 4 or len(packet) < header + 8 or packet[9] != 1:
+        return None
+    kind, _, _, identifier, sequence = struct.unpack("!BBHHH", packet[header:header + 8])
+    return (kind, identifier, sequence) if kind in (0, 8) else None
+
+
+class WireGuardLab:
+    """Namespaces a and b, the keys, a recorder on the cable, and the programs started."""
+
+    def __init__(self, hosts: Hosts, program: Path) -> None:
+        self.hosts, self.program = hosts, program
+        self.keys = make_keys(hosts.logs)
+        self.cable = recorder(hosts, "b", f"{hosts.prefix}v")
+        self.tinyvpn: Optional[subprocess.Popen] = None
+        self.peer: Optional[subprocess.Popen] = None
+        self.mallory: list = []  # her address, once b's end of the cable has it
+
+    def start_tinyvpn(self, *options: str) -> subprocess.Popen:
+        """a's tinyvpn -d, WireGuard's way; Failed if it does not start."""
+        command = (sys.executable, str(self.program))
+        options = ("--private-key", str(self.keys.a_file), "--peer-key",
+                   b64(self.keys.b_public), *options)
+        try:
+            self.tinyvpn = netns.start_tinyvpn(self.hosts, "a", "-d", *options, program=command)
+        except RuntimeError:
+            usage = netns.run(self.hosts, "a", *command, "--help", check=False).stdout
+            for option in ("--private-key", "--peer-key"):
+                if option not in usage:
+                    raise Failed(f"tinyvpn has no {option} option yet: --help does not list "
+                                 "it", f"it understands {option} (rung 8)") from None
+            raise Failed(f"a's tinyvpn did not start with {shlex.join(options)}; it said: "
+                         f"{last_words(self.said())}", "it starts, and speaks WireGuard "
+                         "to PEER:PORT", "9. the handshake") from None
+        for command_line in netns.tunnel_commands(self.hosts, "a"):
+            netns.sh(*command_line)
+        return self.tinyvpn
+
+    def stop_tinyvpn(self) -> None:
+        if self.tinyvpn:
+            netns.stop(self.tinyvpn)
+            self.tinyvpn = None
+
+    def alive(self, doing: str) -> None:
+        """Failed, naming the crash first, if a's tinyvpn has exited."""
+        if self.tinyvpn and self.tinyvpn.poll() is not None:
+            raise Failed(f"a's tinyvpn exited with status {self.tinyvpn.returncode} {doing}; "
+                         f"its last words: {last_words(self.said(), 3)}",
+                         "it keeps running: a message it cannot use is dropped, never a crash")
+
+    def said(self) -> str:
+        return netns.output(self.hosts, "tinyvpn-a")
+
+    def start_peer(self, endpoint: Optional[str] = None) -> subprocess.Popen:
+        """wireguard-go in b, with b's key, a's public key as its peer."""
+        self.peer = netns.start_wireguard_go(self.hosts, "b", self.keys.b_file,
+                                             b64(self.keys.a_public), endpoint)
+        return self.peer
+
+    def stop_peer(self) -> None:
+        if self.peer:
+            netns.stop_wireguard_go(self.peer, self.hosts.tun)
+            self.peer = None
+
+    def latest_handshake(self) -> int:
+        """What `wg show IF latest-handshakes` says in b: seconds since 1970, 0 for never."""
+        shown = netns.run(self.hosts, "b", "wg", "show", self.hosts.tun, "latest-handshakes")
+        return int(shown.stdout.split()[1]) if shown.stdout.split()[1:] else 0
+
+    def inject(self, *payloads: bytes, source: str = B) -> None:
+        """Datagrams to a:PORT from `source`:PORT (b's: wireguard-go's, if it runs)."""
+        if source == MALLORY and MALLORY not in self.mallory:
+            netns.add_address(self.hosts, "b", f"{self.hosts.prefix}v", (MALLORY,))
+            self.mallory.append(MALLORY)
+        netns.run(self.hosts, "b", sys.executable, "-c", INJECT, source, A,
+                  *(payload.hex() for payload in payloads))
+
+    def cable_to(self, since: float) -> list:
+        """(destination, message) of everything a sent since then, to anyone."""
+        return [(s.udp[1], s.udp[2]) for s in self.cable.seen(since)
+                if s.udp and s.udp[0] == A]
+
+    def sent(self, since: float = 0) -> list:
+        """(time, message) of everything a sent to b, oldest first."""
+        return list(self.cable.timed(A, B, since))
+
+    def await_message(self, kind: bytes, since: float, timeout: float, what: str,
+                      should: str, section: str) -> tuple:
+        """The first (time, message) of type `kind` a sent after `since`; Failed if none."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.alive(f"while the check waited for {what}")
+            for when, message in self.sent(since):
+                if message[:4] == kind:
+                    return when, message
+            time.sleep(0.05)
+        others = [describe(message) for _, message in self.sent(since)]
+        raise Failed(f"in {timeout:.0f} s a sent no {what}" +
+                     (f"; it sent {', '.join(others[:3])}" if others else ""), should, section)
+
+    def ping(self, side: str, count: int = 3, timeout: float = 2) -> bool:
+        result = netns.run(self.hosts, side, "ping", "-c", str(count), "-i", "0.2", "-W",
+                           str(timeout), TUNNEL[netns.OTHER[side]][0], check=False)
+        return f"{count} received" in result.stdout
+
+
+def last_words(text: str, lines: int = 1) -> str:
+    said = text.strip().splitlines()
+    return " | ".join(said[-lines:]) if said else "(nothing)"
+
+
+@contextmanager
+def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
+    lacking = missing()
+    if lacking:
+        raise Failed(f"this machine cannot check part two's rungs: {lacking}",
+                     "a real WireGuard to talk to: wireguard-go and wg installed")
+    with netns.two_hosts() as hosts:
+        yield WireGuardLab(hosts, program)
+
+
+# --- Rung 9: the handshake, as initiator --------------------------------------------------
+
+
+def check_handshake(program: Path) -> None:
+    section = "9. the handshake"
+    with wireguard_lab(program) as lab:
+        keys = lab.keys
+        started = time.time()
+        lab.start_tinyvpn()
+        first_at, first = lab.await_message(
+            INITIATION, started, 3, "initiation after it started", "an initiation to "
+            "PEER:PORT as soon as it starts", section)
+        read_initiation(first, keys.b, keys.a_public, "a")
+        again_at, again = lab.await_message(
+            INITIATION, first_at + 0.01, 8, "second initiation while the first went "
+            "unanswered", "another initiation every 5 s (REKEY_TIMEOUT) until one is "
+            "answered", section)
+        if not 4.5 <= again_at - first_at <= 6.5:
+            raise Failed(f"a's unanswered initiation was sent again after "
+                         f"{again_at - first_at:.1f} s", "again after 5 s (REKEY_TIMEOUT)",
+                         section)
+        initiation = read_initiation(again, keys.b, keys.a_public, "a's second initiation")
+        if again[4:40] == first[4:40]:
+            raise Failed("a's second initiation has the same index and ephemeral key as its "
+                         "first", "every initiation is new: a new ephemeral key pair and a "
+                         "new random index", section)
+        refuse_bad_responses(lab, initiation)
+        confirm(lab, newest_initiation(lab, initiation))
+        lab.stop_tinyvpn()
+        with_the_real_peer(lab)
+
+
+def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
+    """Responses a must drop, one by one: none may make a send a transport message."""
+    keys, index, started = lab.keys, os.urandom(4), time.time()
+    good, _ = respond(initiation, keys.b, keys.a_public, index)
+    impostor = os.urandom(32)
+    stranger = read_as(initiation, impostor, keys)
+    forged, _ = respond(stranger, impostor, keys.a_public, index)
+    # mac1 proves nothing about who sent a message (anyone can compute it: its key is made
+    # from a public key), so each flip but the one in mac1 comes with mac1 computed again.
+    remac = lambda message: with_macs(message[:60], keys.a_public)  # noqa: E731
+    for bad, what in (
+            (remac(flip(good, 44)), "a response with one bit flipped in its encrypted empty "
+             "field (and mac1 computed again)"),
+            (remac(flip(good, 20)), "a response with one bit flipped in its ephemeral key (and "
+             "mac1 computed again)"),
+            (flip(good, 70), "a response with one bit flipped in its mac1"),
+            (remac(flip(good, 8)), "a response whose receiver index is not a's sender index"),
+            (forged, "a response made with another static key than --peer-key's")):
+        since = time.time()
+        lab.inject(bad)
+        time.sleep(0.4)
+        lab.alive(f"after {what}")
+        answered = [m for _, m in lab.sent(since) if m[:4] == TRANSPORT]
+        if answered:
+            raise Failed(f"the check sent {what}; a took it, and sent a transport message",
+                         "every response is checked, and dropped if anything is wrong: "
+                         "mac1, the receiver index, the sealed empty field", "9. the handshake")
+    time.sleep(0.4)  # nothing follows the last one to catch a late answer: wait a little more
+    if any(m[:4] == TRANSPORT for _, m in lab.sent(started)):
+        raise Failed("the check sent five wrong responses; a took one of them (slowly), and "
+                     "sent a transport message", "every wrong response dropped",
+                     "9. the handshake")
+
+
+def read_as(initiation: Initiation, impostor: bytes, keys: Keys) -> Initiation:
+    """The initiation's state as a responder with private key `impostor` would compute it."""
+    noise = Noise(x25519(impostor))
+    noise.ephemeral(initiation.ephemeral)
+    noise.unseal(noise.mix(x25519(impostor, initiation.ephemeral)), initiation.message[40:88])
+    noise.unseal(noise.mix(x25519(impostor, keys.a_public)), initiation.message[88:116])
+    return Initiation(initiation.message, initiation.index, initiation.ephemeral,
+                      initiation.stamp, noise)
+
+
+def flip(message: bytes, at: int) -> bytes:
+    return message[:at] + bytes([message[at] ^ 0x04]) + message[at + 1:]
+
+
+def newest_initiation(lab: WireGuardLab, initiation: Initiation) -> Initiation:
+    """The initiation a sent last: on a slow machine, a may have sent one more since."""
+    newest = [m for _, m in lab.sent() if m[:4] == INITIATION][-1]
+    if newest == initiation.message:
+        return initiation
+    return read_initiation(newest, lab.keys.b, lab.keys.a_public, "a's latest initiation")
+
+
+def confirm(lab: WireGuardLab, initiation: Initiation) -> Session:
+    """Answer `initiation` as b would; a must confirm with a keep-alive. Returns the session."""
+    section = "9. the handshake"
+    response, session = respond(initiation, lab.keys.b, lab.keys.a_public, os.urandom(4))
+    since = time.time()
+    lab.inject(response)
+    _, message = lab.await_message(
+        TRANSPORT, since, 2, "transport message after a correct response (the check made it "
+        "with b's key, after bad ones)", "the response accepted, the keys derived, and a "
+        "keep-alive sent at once to confirm them; a bad response before must change nothing",
+        section)
+    if message[4:8] != session.mine:
+        raise Failed(f"a's keep-alive has the receiver index {message[4:8].hex(' ')}",
+                     f"the response's sender index, {session.mine.hex(' ')}, as it came",
+                     section)
+    opened = open_transport(message, session)
+    if opened is None:
+        raise Failed(f"a's keep-alive ({len(message)} bytes) does not decrypt with the key "
+                     "the initiator sends with", "(sending, receiving) = KDF2(C, empty): the "
+                     "first for the initiator to send; nonce: 4 zero bytes, then the counter "
+                     "as 8 bytes little-endian; no associated data", section)
+    if opened != (0, b""):
+        raise Failed(f"a's keep-alive decrypts to counter {opened[0]} and {len(opened[1])} "
+                     "bytes", "counter 0 and nothing: an empty transport message", section)
+    return session
+
+
+def handshake(lab: WireGuardLab, *options: str) -> Session:
+    """a started, and its first initiation answered by the check: the session's keys."""
+    started = time.time()
+    lab.start_tinyvpn(*options)
+    _, message = lab.await_message(INITIATION, started, 3, "initiation after it started",
+                                   "an initiation as soon as it starts", "9. the handshake")
+    return confirm(lab, read_initiation(message, lab.keys.b, lab.keys.a_public, "a"))
+
+
+def with_the_real_peer(lab: WireGuardLab) -> None:
+    """a restarted, and wireguard-go in b: a handshake wireguard-go reports."""
+    lab.start_peer()
+    started = time.time()
+    lab.start_tinyvpn()
+    try:
+        netns.wait_for(lambda: lab.latest_handshake() > 0, "the handshake", 3)
+    except TimeoutError:
+        lab.alive("during its handshake with wireguard-go")
+        answered = [m for _, m in lab.cable.timed(B, A, started) if m[:4] == RESPONSE]
+        raise Failed("wireguard-go in b reports no handshake (wg show latest-handshakes), "
+                     + ("although it answered a's initiation: a sent no keep-alive it "
+                        "accepted" if answered else "and never answered a's initiation"),
+                     "wireguard-go answers a's initiation and counts the handshake once a's "
+                     "keep-alive arrives", "9. the handshake") from None
+
+
+# --- Rung 10: transport ------------------------------------------------------------------
+
+PATTERN = b"tinyvpn, secret!"  # 16 bytes that ping -p repeats in every echo
+ECHO_ID = 0x7767
+
+
+def echo_request(sequence: int) -> bytes:
+    """An IPv4 ICMP echo request from b's tunnel address to a's, 60 bytes: padded, it is 64."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ECHO_ID, sequence) + PATTERN * 2
+    icmp = icmp[:2] + internet_checksum(icmp) + icmp[4:]
+    source, destination = (socket.inet_aton(TUNNEL[side][0]) for side in "ba")
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, source,
+                         destination)
+    return header[:10] + internet_checksum(header) + header[12:] + icmp
+
+
+def internet_checksum(data: bytes) -> bytes:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return struct.pack("!H", ~total & 0xFFFF)
+
+
+def transport(session: Session, packet: bytes, counter: int) -> bytes:
+    """A transport message from the check's end of `session`, padded as WireGuard pads."""
+    padded = packet + bytes(-len(packet) % 16)
+    return (TRANSPORT + session.theirs + counter.to_bytes(8, "little")
+            + seal(session.sending, counter, padded))
+
+
+def check_transport(program: Path) -> None:
+    with wireguard_lab(program) as lab:
+        session = handshake(lab, "--keepalive", "1")
+        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+        first = transport(session, echo_request(1), 0)
+        deliver(lab, a_tun, session, first, 1, "an echo request in transport message 0")
+        shown = f"ICMP echo-request id={ECHO_ID} seq=1"
+        if shown not in lab.said():
+            raise Failed(f"a wrote the echo request to its TUN, and -d did not show it ('"
+                         f"{shown}'); its last line: {last_words(lab.said())}",
+                         "-d shows the decrypted inner packet, as part one's tinyvpn did",
+                         "10. transport")
+        check_keepalives(lab, session)
+        check_counters(lab, session)
+        for message, what in (
+                (first, "transport message 0 again (replayed)"),
+                (flip(transport(session, echo_request(2), 1), 40), "a new transport message "
+                 "with one bit flipped in its encrypted packet"),
+                (flip(transport(session, echo_request(2), 2), 10), "a new transport message "
+                 "with one bit flipped in its counter"),
+                (TRANSPORT + session.theirs + (2**64 - 1).to_bytes(8, "little") + os.urandom(80),
+                 "a forged transport message, counter 2^64 - 1 and random bytes")):
+            refuse(lab, a_tun, message, what)
+        for counter, sequence, what in ((10, 10, "counter 10, after 0"),
+                                        (5, 5, "counter 5, after 10: reordered")):
+            deliver(lab, a_tun, session, transport(session, echo_request(sequence), counter),
+                    sequence, f"an echo request in transport message {what}")
+        refuse(lab, a_tun, transport(session, echo_request(5), 5), "transport message 5 "
+               "again, from b", source=B)
+        deliver(lab, a_tun, session, transport(session, echo_request(11), 11), 11,
+                "an echo request from mallory's address, authentic and new (counter 11): b "
+                "has moved there", source=MALLORY)
+        lab.stop_tinyvpn()
+        through_the_real_peer(lab)
+
+
+def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: bytes,
+            sequence: int, what: str, source: str = B) -> None:
+    """The check sends `message` from `source`; a must write the echo request in it, without
+    its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
+    section = "10. transport"
+    since = time.time()
+    lab.inject(message, source=source)
+    try:
+        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
+                       "", 2)
+    except TimeoutError:
+        lab.alive(f"after {what}")
+        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
+                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
+                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
+                     "written to the TUN", section) from None
+    written = [p for p in a_tun.written() if echo(p) == (8, ECHO_ID, sequence)][-1]
+    if len(written) != 60:
+        raise Failed(f"the check sent {what}: a 60-byte packet, padded to 64; a wrote "
+                     f"{len(written)} bytes to its TUN", "the padding stripped: the packet "
+                     "is as long as its IP header says (bytes 2-3, big-endian)", section)
+    try:
+        netns.wait_for(lambda: reply(lab, session, sequence, since) is not None, "", 2)
+    except TimeoutError:
+        elsewhere = [d for d, m in lab.cable_to(since) if d != source and m[:4] == TRANSPORT]
+        raise Failed(f"the check sent {what}; a's kernel answered it, and a sent no "
+                     f"transport message back to {source} that decrypts to the answer" +
+                     (f" (it sent some to {elsewhere[0]})" if elsewhere else ""),
+                     "the answer is sealed with the sending key, and sent to where the "
+                     "last authentic, new message came from (rung 4)", section) from None
+    destination, padded = reply(lab, session, sequence, since) or ("", b"")
+    if destination != source:
+        raise Failed(f"the check sent {what}; a sent the answer to {destination}",
+                     f"to {source}: only an authentic, new message moves the peer", section)
+    if len(padded) % 16:
+        raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
+                     "a multiple of 16 bytes before it is sealed", section)
+
+
+def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> Optional[tuple]:
+    """(where a sent it, the padded packet) of a's echo reply `sequence`, once sent."""
+    for destination, message in lab.cable_to(since):
+        opened = open_transport(message, session)
+        if opened and echo(opened[1][:60]) == (0, ECHO_ID, sequence):
+            return destination, opened[1]
+    return None
+
+
+def check_keepalives(lab: WireGuardLab, session: Session) -> None:
+    """a runs with --keepalive 1: idle for 1.5 s, it sends a keep-alive of the session."""
+    since = time.time()
+    time.sleep(1.5)
+    opened = [open_transport(m, session) for _, m in lab.sent(since)]
+    if not any(o and o[1] == b"" for o in opened):
+        raise Failed("with --keepalive 1, a sent no keep-alive in 1.5 s of sending nothing"
+                     + (f"; it sent {describe(lab.sent(since)[0][1])}" if opened else ""),
+                     "an empty transport message (32 bytes) after 1 s of sending nothing",
+                     "10. transport")
+
+
+def check_counters(lab: WireGuardLab, session: Session) -> None:
+    counters = [opened[0] for opened in (open_transport(m, session) for _, m in lab.sent())
+                if opened]
+    if counters != list(range(len(counters))):
+        raise Failed(f"a's transport messages carry the counters {counters[:6]}",
+                     "0, 1, 2, ...: one more for every message, the keep-alive first",
+                     "10. transport")
+
+
+def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
+           source: str = MALLORY) -> None:
+    """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why."""
+    before = len(a_tun.written())
+    lab.inject(message, source=source)
+    time.sleep(0.4)
+    lab.alive(f"after {what}")
+    if len(a_tun.written()) > before:
+        raise Failed(f"{'mallory' if source == MALLORY else 'the check'} sent {what}; a wrote "
+                     "a packet from it to its TUN", "only an authentic transport message "
+                     "(its tag checked first), never seen before (rung 3's window on its "
+                     "counter), reaches the TUN", "10. transport")
+    lines = [line for line in lab.said().splitlines() if f"(from {source}:" in line]
+    if not lines or "DROP" not in lines[-1].upper():
+        raise Failed(f"a's -d line for {what}: {lines[-1] if lines else '(none)'}",
+                     "every message dropped is shown as DROPPED, with the reason",
+                     "10. transport")
+
+
+def through_the_real_peer(lab: WireGuardLab) -> None:
+    """a restarted, wireguard-go in b: ping both ways, 1 MiB of TCP each way, nothing of the
+    inner packets readable on the cable."""
+    section = "10. transport"
+    lab.start_peer()
+    since = time.time()
+    lab.start_tinyvpn()
+    for side in "ab":
+        result = netns.run(lab.hosts, side, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-p",
+                           PATTERN.hex(), TUNNEL[netns.OTHER[side]][0], check=False)
+        if "3 received" not in result.stdout:
+            lab.alive("while pings crossed")
+            raise Failed(f"through wireguard-go, {side}'s pings got {result.stdout.strip()}"
+                         .splitlines()[-2] if result.stdout.strip() else
+                         f"{side}'s ping failed", "pings cross both ways", section)
+    for source, sink in (("a", "b"), ("b", "a")):
+        try:
+            with redirect_stdout(io.StringIO()):
+                sent, received, _ = tcp_transfer(lab.hosts, 1024 * 1024, source, sink)
+        except (AssertionError, subprocess.SubprocessError):
+            lab.alive("during a TCP transfer")
+            sent, received = ("1048576", ""), ("not all of it: the transfer broke off", "")
+        if sent != received:
+            raise Failed(f"1 MiB over TCP from {source} to {sink}, through wireguard-go, "
+                         f"arrived as {' '.join(received)}",
+                         "the same bytes: same size, same SHA-256", section)
+    inner = socket.inet_aton(TUNNEL["a"][0]) + socket.inet_aton(TUNNEL["b"][0])
+    for message in [seen.udp[2] for seen in lab.cable.seen(since) if seen.udp]:
+        if PATTERN in message or inner in message or inner[4:] + inner[:4] in message:
+            raise Failed("the cable carried an inner packet's bytes in the clear",
+                         "no byte of the inner packet can be read on the cable", section)
+
+
+# --- Rung 11: responder, and new sessions ------------------------------------------------
+
+
+@dataclass
+class Initiated:
+    """An initiation the check made, as b, and what it needs to read the response."""
+    message: bytes
+    ephemeral: bytes
+    noise: Noise
+
+
+def initiate(keys: Keys, stamp: bytes, initiator: Optional[bytes] = None) -> Initiated:
+    """An initiation to a, from b (or from the private key `initiator`), timestamp `stamp`."""
+    static = initiator or keys.b
+    noise, ephemeral, index = Noise(keys.a_public), os.urandom(32), os.urandom(4)
+    noise.ephemeral(x25519(ephemeral))
+    sealed = noise.seal(noise.mix(x25519(ephemeral, keys.a_public)), x25519(static))
+    timestamp = noise.seal(noise.mix(x25519(static, keys.a_public)), stamp)
+    message = with_macs(INITIATION + index + x25519(ephemeral) + sealed + timestamp,
+                        keys.a_public)
+    return Initiated(message, ephemeral, noise)
+
+
+def read_response(message: bytes, initiated: Initiated, keys: Keys) -> Session:
+    """Decode a's response to `initiated`; Failed naming the first field that is wrong."""
+    where = "11. responder"
+    if len(message) != 92:
+        raise Failed(f"a answered the check's initiation with {describe(message)}",
+                     "a response: 92 bytes, starting 02 00 00 00", where)
+    if message[8:12] != initiated.message[4:8]:
+        raise Failed(f"a's response has the receiver index {message[8:12].hex(' ')}",
+                     f"the initiation's sender index, {initiated.message[4:8].hex(' ')}, as it "
+                     "came", where)
+    if message[60:76] != mac(digest(LABEL_MAC1, keys.b_public), message[:60]):
+        raise Failed("a's response has a mac1 that does not match", "mac1 = MAC(HASH(\"mac1"
+                     "----\" + the INITIATOR's public key), the 60 bytes before mac1)", where)
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiated.noise.chain, initiated.noise.hash
+    theirs = message[12:44]
+    noise.ephemeral(theirs)
+    noise.mix(x25519(initiated.ephemeral, theirs))
+    noise.mix(x25519(keys.b, theirs))
+    if noise.unseal(noise.preshared(), message[44:60]) != b"":
+        raise Failed("a's response: its encrypted empty field does not decrypt",
+                     "the responder's steps: its ephemeral mixed in, DH(ephemeral, "
+                     "initiator's ephemeral), DH(ephemeral, initiator's static), then "
+                     "KDF3(C, the pre-shared key: 32 zeros) gives (C, t, key); H mixes t", where)
+    sending, receiving = kdf(noise.chain, b"")
+    return Session(initiated.message[4:8], message[4:8], sending, receiving)
+
+
+def check_responder(program: Path) -> None:
+    section = "11. responder"
+    with wireguard_lab(program) as lab:
+        keys = lab.keys
+        lab.start_tinyvpn()
+        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+        stamp = time.time_ns()
+        initiated = initiate(keys, tai64n(stamp))
+        since = time.time()
+        lab.inject(initiated.message)
+        _, response = lab.await_message(RESPONSE, since, 2, "response to the check's "
+                                        "initiation (made with b's key, timestamp now)",
+                                        "a response, at once", section)
+        session = read_response(response, initiated, keys)
+        netns.run(lab.hosts, "a", "ping", "-c", "2", "-i", "0.2", "-W", "0.3",
+                  TUNNEL["b"][0], check=False)
+        early = [m for _, m in lab.sent(since) if m[:4] == TRANSPORT and m[4:8] == session.mine]
+        if early:
+            raise Failed("a answered the check's initiation, then sent a transport message "
+                         "with the new session before the initiator had used it",
+                         "a responder sends with a new session only once a transport "
+                         "message has come in with it: until then, the initiator may not "
+                         "have the keys (key confirmation)", section)
+        for message, what in (
+                (initiated.message, "the same initiation again (replayed)"),
+                (initiate(keys, tai64n(stamp - 10**9)).message, "a new initiation with a "
+                 "timestamp 1 s older"),
+                (initiate(keys, tai64n(time.time_ns()), os.urandom(32)).message,
+                 "an initiation from another static key than --peer-key's")):
+            since = time.time()
+            lab.inject(message, source=MALLORY)
+            time.sleep(0.4)
+            lab.alive(f"after {what}")
+            if any(m[:4] == RESPONSE for _, m in lab.cable_to(since)):
+                raise Failed(f"mallory sent {what}; a answered it",
+                             "an initiation is answered only if it comes from --peer-key's "
+                             "key with a timestamp newer than any answered before", section)
+        deliver(lab, a_tun, session, transport(session, echo_request(1), 0), 1,
+                "an echo request in the new session's first transport message")
+        with_a_restarted_peer(lab)
+
+
+def with_a_restarted_peer(lab: WireGuardLab) -> None:
+    """wireguard-go in b, twice with fresh state, initiates; traffic resumes each time; a
+    replay of its initiation changes nothing."""
+    section = "11. responder"
+    for attempt in ("started", "restarted"):
+        lab.stop_peer()
+        lab.start_peer(endpoint=A)  # fresh: it initiates with the first packet it sends
+        since = time.time()
+        if not lab.ping("b", 1, timeout=5):
+            lab.alive(f"after wireguard-go {attempt}")
+            answered = any(m[:4] == RESPONSE for _, m in lab.sent(since))
+            raise Failed(f"wireguard-go in b, {attempt}, initiated a handshake; "
+                         + ("a answered, but b's ping got no answer within 5 s" if answered
+                            else "a never answered it"), "a answers, and traffic resumes "
+                         "within seconds", section)
+    captured = [m for _, m in lab.cable.timed(B, A) if m[:4] == INITIATION][-1]
+    since = time.time()
+    lab.inject(captured, source=MALLORY)
+    time.sleep(0.4)
+    if any(m[:4] == RESPONSE for _, m in lab.cable_to(since)):
+        raise Failed("mallory replayed wireguard-go's initiation, captured on the cable; a "
+                     "answered it (is the timestamp compared with the newest answered?)",
+                     "a replayed initiation is dropped: its timestamp is not newer", section)
+    if not lab.ping("a", 3) or not lab.ping("b", 3):
+        raise Failed("after mallory replayed wireguard-go's initiation, pings got no answer",
+                     "a replay changes nothing: the session in use goes on", section)
+
+
+# --- Rung 12: timers (slow: about 3.5 minutes) ------------------------------------------
+
+UNREACHABLE = 12  # seconds before wireguard-go starts: a's first initiations go unanswered
+PINGS = 215  # one a second: 200 or more after the first answer, past REKEY_AFTER_TIME (120 s)
+
+
+def check_timers(program: Path) -> None:
+    section = "12. timers"
+    with wireguard_lab(program) as lab:
+        started = time.time()
+        lab.start_tinyvpn()
+        pinging = netns.start(lab.hosts, "a", "ping", "-c", str(PINGS), "-i", "1", "-W", "2",
+                              TUNNEL["b"][0], name="ping")
+        time.sleep(UNREACHABLE)
+        lab.start_peer()  # without a's address: it cannot initiate, a must come again
+        pinging.wait(PINGS + 20)
+        lab.alive("while pings crossed for 3.5 minutes")
+        answered = sorted({int(n) for n in re.findall(
+            r"icmp_seq=(\d+)", netns.output(lab.hosts, "ping", "out"))})
+        initiations = [when - started for when, m in lab.sent() if m[:4] == INITIATION]
+        if not answered:
+            raise Failed(f"wireguard-go started {UNREACHABLE} s after a; a sent initiations at "
+                         f"{seconds(initiations)} s; no ping was ever answered",
+                         "an unanswered initiation is sent again every 5 s (REKEY_TIMEOUT), "
+                         "as long as the peer does not answer", section)
+        lost = sorted(set(range(answered[0], PINGS + 1)) - set(answered))
+        if lost:
+            raise Failed(f"of the pings after the first answer (at {answered[0]} s), those "
+                         f"sent about {seconds(lost[:8])} s after a started were lost; a sent "
+                         f"initiations at {seconds(initiations)} s",
+                         "a new handshake by the session's initiator after 120 s "
+                         "(REKEY_AFTER_TIME), while the old session still carries traffic: "
+                         "none lost", section)
+        check_no_old_session(lab, started)
+
+
+def check_no_old_session(lab: WireGuardLab, started: float) -> None:
+    """No transport message of a's with a session older than REJECT_AFTER_TIME."""
+    made = {m[4:8]: when for when, m in lab.cable.timed(B, A) if m[:4] == RESPONSE}
+    for when, message in lab.sent():
+        if message[:4] == TRANSPORT and message[4:8] in made and when - made[message[4:8]] > 181:
+            raise Failed(f"{when - started:.0f} s after it started, a sent a transport message "
+                         f"with a session made {when - made[message[4:8]]:.0f} s before",
+                         "no session is used after 180 s (REJECT_AFTER_TIME)", "12. timers")
+
+
+def seconds(times: list) -> str:
+    return ", ".join(f"{t:.0f}" for t in times) or "(none)"
+
+
+# --- The ladder ---------------------------------------------------------------------------
+
+RUNGS = (
+    ("handshake", check_handshake, "9. the handshake"),
+    ("transport", check_transport, "10. transport"),
+    ("responder", check_responder, "11. responder"),
+    ("timers", check_timers, "12. timers"),
+)
+
+
+def check(rung: int, program: Path) -> Optional[Failed]:
+    """Check one rung of part two (9 to 12); None if it passes."""
+    try:
+        RUNGS[rung - 9][1](program)
+    except Failed as failure:
+        return failure
+    except (TimeoutError, subprocess.TimeoutExpired) as error:
+        return Failed(f"the check timed out: {error}", "tinyvpn keeps answering")
+    return None
+
+
+def missing() -> Optional[str]:
+    """What part two needs that this machine lacks, with how to get it."""
+    tools = netns.missing_tools("wireguard-go", "wg")
+    if tools:
+        return (f"{' and '.join(tools)} missing: apt-get install wireguard-go "
+                "wireguard-tools (the real WireGuard peer these rungs talk to)")
+    return None
