@@ -17,6 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import
 import netns  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests that take minutes first: under `pytest -n`, they then run beside all the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("minutes") is None)
+
+
 def skip_or_fail(reason: str) -> None:
     if os.environ.get("TINYVPN_REQUIRE_ROOT_TESTS") == "1":
         pytest.fail(f"{reason} (and TINYVPN_REQUIRE_ROOT_TESTS=1 forbids skipping)")
@@ -45,8 +50,11 @@ SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions")
                    key=lambda patch: int(patch.name.split("-")[0]))
 
 
+Solved = Callable[[int], Path]  # the type of the fixture below
+
+
 @pytest.fixture(scope="session")
-def solved(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+def solved(tmp_path_factory: pytest.TempPathFactory) -> Solved:
     """solved(n): a copy of tinyvpn.py with reference solutions 1 to n applied, as a learner
     would apply them: `git apply`, in order, to the tinyvpn.py of this commit."""
     folder = tmp_path_factory.mktemp("solved")

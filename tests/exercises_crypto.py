@@ -34,7 +34,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from ladder import Failed
 
@@ -232,8 +232,8 @@ def poly1305(key: bytes, message: bytes, mistake: str = "") -> bytes:
     r, s = key[:16], key[16:]
     if mistake == "r and s swapped":
         r, s = s, r
-    order = "big" if mistake == "r and s big-endian" else "little"
-    r_number = int.from_bytes(r, order)  # type: ignore[arg-type]
+    order: Literal["big", "little"] = "big" if mistake == "r and s big-endian" else "little"
+    r_number = int.from_bytes(r, order)
     if mistake != "no clamping":
         r_number &= 0x0FFFFFFC0FFFFFFC0FFFFFFC0FFFFFFF
     accumulator = 0
@@ -247,7 +247,7 @@ def poly1305(key: bytes, message: bytes, mistake: str = "") -> bytes:
         accumulator = (accumulator + number) * r_number
         if mistake != "never reduced":
             accumulator %= P130
-    return ((accumulator + int.from_bytes(s, order)) % 2**128).to_bytes(16, "little")  # type: ignore[arg-type]
+    return ((accumulator + int.from_bytes(s, order)) % 2**128).to_bytes(16, "little")
 
 
 POLY1305_MISTAKES = {
@@ -315,11 +315,11 @@ P255 = 2**255 - 19
 
 
 def x25519(scalar: bytes, u: bytes, mistake: str = "") -> bytes:
-    order = "big" if mistake == "big-endian" else "little"
-    k = int.from_bytes(scalar, order)  # type: ignore[arg-type]
+    order: Literal["big", "little"] = "big" if mistake == "big-endian" else "little"
+    k = int.from_bytes(scalar, order)
     if not mistake.startswith("no clamping"):
         k = k & ~7 & ~(1 << 255) | 1 << 254
-    x1 = int.from_bytes(u, order) % (2**256 if mistake == "no masking" else 2**255)  # type: ignore[arg-type]
+    x1 = int.from_bytes(u, order) % (2**256 if mistake == "no masking" else 2**255)
     a24 = 121666 if mistake == "a24 = 121666" else 121665
     x2, z2, x3, z3 = 1, 0, x1, 1
     for t in reversed(range(256 if mistake == "no clamping, 256 bits" else 255)):
@@ -336,7 +336,7 @@ def x25519(scalar: bytes, u: bytes, mistake: str = "") -> bytes:
     if mistake == "returns x_3":
         x2, z2 = x3, z3
     result = x2 % P255 if mistake == "no division" else x2 * pow(z2, P255 - 2, P255) % P255
-    return result.to_bytes(32, order)  # type: ignore[arg-type]
+    return result.to_bytes(32, order)
 
 
 NO_CLAMPING = ("does not clamp the scalar (RFC 7748 5: clear its 3 lowest bits and bit 255, "
@@ -379,7 +379,7 @@ def probe(program: str) -> None:
     calls = json.load(sys.stdin)
     try:
         spec = importlib.util.spec_from_file_location("tinyvpn_under_test", program)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        module = importlib.util.module_from_spec(spec)
         sys.modules["tinyvpn_under_test"] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except BaseException as error:  # a SyntaxError, an exception, even sys.exit() at import

@@ -15,13 +15,12 @@ them once, on the Python of the README's command.
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import exercises
 import netns
 import pytest
-from conftest import SOLUTIONS
+from conftest import SOLUTIONS, Solved
 from netns import TINYVPN
 
 TESTS = Path(__file__).resolve().parent
@@ -59,8 +58,8 @@ def test_a_learner_runs_the_checker_on_the_shipped_file(root: None) -> None:
     assert run.stdout.endswith("Stopped at rung 1: 0 of 5 passed.\n")
 
 
-def test_a_learner_runs_the_checker_on_the_solved_file(root: None, solved: Iterator) -> None:
-    program = solved(5)  # type: ignore[operator]
+def test_a_learner_runs_the_checker_on_the_solved_file(root: None, solved: Solved) -> None:
+    program = solved(5)
     run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "--program",
                           str(program)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -72,8 +71,8 @@ def test_a_learner_runs_the_checker_on_the_solved_file(root: None, solved: Itera
 @pytest.mark.ladder
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_solutions_1_to_n_pass_rungs_1_to_n_and_not_the_next(
-        root: None, solved: Iterator, n: int) -> None:
-    program = solved(n)  # type: ignore[operator]
+        root: None, solved: Solved, n: int) -> None:
+    program = solved(n)
     for rung in range(1, n + 1):
         failure = exercises.check(rung, program)
         assert failure is None, f"rung {rung}: {failure and failure.happened}"
@@ -227,10 +226,10 @@ SEEN_AT = {"the window checked before the tag, seen at rung 2": (2, "3. replay")
 @pytest.mark.ladder
 @pytest.mark.parametrize("rung, mistake, text, wrong, words", WRONG,
                          ids=[f"{rung}: {mistake}" for rung, mistake, *_ in WRONG])
-def test_a_plausible_wrong_solution_is_caught(root: None, solved: Iterator, tmp_path: Path,
+def test_a_plausible_wrong_solution_is_caught(root: None, solved: Solved, tmp_path: Path,
                                              rung: int, mistake: str, text: str, wrong: str,
                                              words: "str | tuple") -> None:
-    solution = solved(rung).read_text()  # type: ignore[operator]
+    solution = solved(rung).read_text()
     if mistake == "the IP header left in the clear":  # the receiving side makes it too
         solution = solution.replace(
             "yield memoryview(xor(secret, self.keystream(nonce, len(secret)))), sender",
@@ -249,8 +248,8 @@ def test_a_plausible_wrong_solution_is_caught(root: None, solved: Iterator, tmp_
 
 @pytest.mark.ladder
 def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
-        root: None, solved: Iterator) -> None:
-    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}  # type: ignore[operator]
+        root: None, solved: Solved) -> None:
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           str(TESTS / "test_tunnel.py"), str(TESTS / "test_interop.py"),
                           str(TESTS / "test_stdio.py"), str(TESTS / "test_command_line.py")],
@@ -260,10 +259,10 @@ def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
 
 
 def test_the_demo_with_a_key_shows_mallory_dropped_and_the_cable_unreadable(
-        root: None, solved: Iterator, tmp_path: Path) -> None:
+        root: None, solved: Solved, tmp_path: Path) -> None:
     key = tmp_path / "tinyvpn.key"
     key.write_bytes(os.urandom(32))
-    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}  # type: ignore[operator]
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}
     demo = subprocess.run([sys.executable, str(TESTS / "demo.py"), "--options", f"--key {key}"],
                           env=environment, capture_output=True, text=True, timeout=90)
     assert demo.returncode == 0, demo.stdout + demo.stderr

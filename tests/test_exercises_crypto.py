@@ -17,12 +17,11 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import exercises_crypto as crypto
 import pytest
-from conftest import SOLUTIONS, skip_or_fail
+from conftest import SOLUTIONS, Solved, skip_or_fail
 from netns import TINYVPN
 
 TESTS = Path(__file__).resolve().parent
@@ -91,7 +90,7 @@ def test_the_shipped_file_fails_each_rung_for_want_of_its_function(rung: int,
 
 
 @pytest.mark.ladder
-def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Iterator) -> None:
+def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Solved) -> None:
     run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
                           str(solved(5))], capture_output=True, text=True,  # type: ignore
                          timeout=300)
@@ -157,10 +156,10 @@ def test_the_reference_solutions_of_part_two_are_small() -> None:
 
 @pytest.mark.ladder
 @pytest.mark.parametrize("n", [6, 7, 8])
-def test_solutions_1_to_n_pass_rung_n_and_not_the_next(solved: Iterator, wg: None,
+def test_solutions_1_to_n_pass_rung_n_and_not_the_next(solved: Solved, wg: None,
                                                        n: int) -> None:
-    program = solved(n)  # type: ignore[operator]
-    assert check(n, solved(n - 1)) is not None  # type: ignore[operator]
+    program = solved(n)
+    assert check(n, solved(n - 1)) is not None
     for rung in range(6, n + 1):
         failure = check(rung, program)
         assert failure is None, f"rung {rung}: {failure and failure.happened}"
@@ -170,8 +169,8 @@ def test_solutions_1_to_n_pass_rung_n_and_not_the_next(solved: Iterator, wg: Non
 
 @pytest.mark.ladder
 def test_a_learner_runs_rungs_1_to_8_on_the_solved_file(root: None, wg: None,
-                                                        solved: Iterator) -> None:
-    program = solved(8)  # type: ignore[operator]
+                                                        solved: Solved) -> None:
+    program = solved(8)
     run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
                           str(program)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -179,7 +178,7 @@ def test_a_learner_runs_rungs_1_to_8_on_the_solved_file(root: None, wg: None,
     assert run.stdout.endswith("All 8 rungs passed.\n")
 
 
-def test_the_public_key_is_the_one_wg_pubkey_prints(solved: Iterator, wg: None,
+def test_the_public_key_is_the_one_wg_pubkey_prints(solved: Solved, wg: None,
                                                     tmp_path: Path) -> None:
     private, public = crypto.wg_keys(tmp_path, "a.key")
     said, running = crypto.start_and_listen(solved(8), ["-d", "--private-key",  # type: ignore
@@ -287,10 +286,10 @@ WRONG = [
 @pytest.mark.ladder
 @pytest.mark.parametrize("rung, mistake, text, wrong, words", WRONG,
                          ids=[f"{rung}: {mistake}" for rung, mistake, *_ in WRONG])
-def test_a_plausible_wrong_solution_is_caught(solved: Iterator, tmp_path: Path, wg: None,
+def test_a_plausible_wrong_solution_is_caught(solved: Solved, tmp_path: Path, wg: None,
                                              rung: int, mistake: str, text: str, wrong: str,
                                              words: str) -> None:
-    solution = solved(rung).read_text()  # type: ignore[operator]
+    solution = solved(rung).read_text()
     assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
     program = tmp_path / "tinyvpn.py"
     program.write_text(solution.replace(text, wrong))

@@ -9,8 +9,8 @@ learner, like part one's (see test_exercises.py):
 - the solved file still passes the tunnel tests without the new options.
 
 Every check talks to wireguard-go, configured by wg. The ones marked `ladder` take about two
-minutes, and rung 12's pass about four more; rung 12 failing on solution 11 takes another four,
-and runs only with TINYVPN_SLOW_TESTS=1.
+minutes, and rung 12 (passed by solution 12, failed by 11) about four more: its two checks run
+side by side, and the test is marked `minutes`, so that `pytest -n` starts it first.
 """
 
 import hashlib
@@ -18,13 +18,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import exercises
 import exercises_wireguard as checker
 import pytest
-from conftest import SOLUTIONS, skip_or_fail
+from conftest import SOLUTIONS, Solved, skip_or_fail
 from ladder import Failed
 from netns import TINYVPN
 
@@ -147,8 +147,8 @@ def test_the_shipped_file_fails_part_two_for_want_of_its_options(
 @pytest.mark.ladder
 @pytest.mark.parametrize("n", [9, 10, 11])
 def test_solutions_to_n_pass_rung_n_and_not_the_next(
-        wireguard: None, solved: Iterator, n: int) -> None:
-    program = solved(n)  # type: ignore[operator]
+        wireguard: None, solved: Solved, n: int) -> None:
+    program = solved(n)
     for rung in range(9, n + 1):
         failure = exercises.check(rung, program)
         assert failure is None, f"rung {rung}: {failure and failure.happened}"
@@ -157,17 +157,16 @@ def test_solutions_to_n_pass_rung_n_and_not_the_next(
 
 
 @pytest.mark.ladder
-def test_solution_12_passes_rung_12(wireguard: None, solved: Iterator) -> None:
-    failure = exercises.check(12, solved(12))  # type: ignore[operator]
-    assert failure is None, failure and failure.happened
-
-
-@pytest.mark.ladder
-@pytest.mark.skipif(os.environ.get("TINYVPN_SLOW_TESTS") != "1",
-                    reason="four more minutes: TINYVPN_SLOW_TESTS=1 runs it")
-def test_solution_11_fails_rung_12_with_no_rekey(wireguard: None, solved: Iterator) -> None:
-    failure = exercises.check(12, solved(11))  # type: ignore[operator]
-    assert failure is not None and "were lost" in failure.happened
+@pytest.mark.minutes
+def test_rung_12_passes_solution_12_and_fails_11_which_never_rekeys(
+        wireguard: None, solved: Solved) -> None:
+    # Each check takes 3.5 minutes, mostly waiting: they run side by side, each in namespaces
+    # of its own.
+    programs = [solved(12), solved(11)]
+    with ThreadPoolExecutor(2) as pool:
+        twelve, eleven = pool.map(lambda program: exercises.check(12, program), programs)
+    assert twelve is None, twelve and twelve.happened
+    assert eleven is not None and "were lost" in eleven.happened, eleven
 
 
 # A reference solution with one plausible mistake: (rung, mistake, the text it replaces, what
@@ -225,10 +224,10 @@ WRONG = [
 @pytest.mark.ladder
 @pytest.mark.parametrize("rung, mistake, text, wrong, words", WRONG,
                          ids=[f"{rung}: {mistake}" for rung, mistake, *_ in WRONG])
-def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Iterator,
+def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Solved,
                                              tmp_path: Path, rung: int, mistake: str,
                                              text: str, wrong: str, words: str) -> None:
-    solution = solved(rung).read_text()  # type: ignore[operator]
+    solution = solved(rung).read_text()
     assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
     program = tmp_path / "tinyvpn.py"
     program.write_text(solution.replace(text, wrong))
@@ -239,8 +238,8 @@ def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Iterator,
 
 @pytest.mark.ladder
 def test_a_file_solved_to_12_still_passes_the_tunnel_tests_without_the_new_options(
-        root: None, solved: Iterator) -> None:
-    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(12))}  # type: ignore[operator]
+        root: None, solved: Solved) -> None:
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(12))}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           str(TESTS / "test_tunnel.py"), str(TESTS / "test_interop.py"),
                           str(TESTS / "test_stdio.py")],
