@@ -90,6 +90,17 @@ def test_the_shipped_file_fails_each_rung_for_want_of_its_function(rung: int,
 
 
 @pytest.mark.ladder
+def test_a_learner_checks_rung_6_alone_with_only(root: None) -> None:
+    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "6", "--only"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stdout.startswith(f"Checking {TINYVPN} against rung 6 (tests/exercises/"
+                                 "part-two.md)\n  rung 6  ChaCha20      FAILED")
+    assert "what happened: tinyvpn.py has no function chacha20 yet" in run.stdout
+    assert "rung 1" not in run.stdout
+    assert run.stdout.endswith("Stopped at rung 6: 0 of 1 passed.\n")
+
+
 def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Solved) -> None:
     run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
                           str(solved(5))], capture_output=True, text=True,  # type: ignore
