@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Optional
 
 import exercises_crypto as crypto
 import netns
+import wire
 from exercises_crypto import NINE
 from ladder import Failed
 from netns import TUNNEL, UNDERLAY, Hosts
@@ -657,19 +658,7 @@ ECHO_ID = 0x7767
 
 def echo_request(sequence: int) -> bytes:
     """An IPv4 ICMP echo request from b's tunnel address to a's, 60 bytes: padded, it is 64."""
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ECHO_ID, sequence) + PATTERN * 2
-    icmp = icmp[:2] + internet_checksum(icmp) + icmp[4:]
-    source, destination = (socket.inet_aton(TUNNEL[side][0]) for side in "ba")
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, source,
-                         destination)
-    return header[:10] + internet_checksum(header) + header[12:] + icmp
-
-
-def internet_checksum(data: bytes) -> bytes:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return struct.pack("!H", ~total & 0xFFFF)
+    return wire.echo_request(TUNNEL["b"][0], TUNNEL["a"][0], ECHO_ID, sequence, PATTERN * 2)
 
 
 def transport(session: Session, packet: bytes, counter: int) -> bytes:

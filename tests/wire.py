@@ -71,13 +71,19 @@ def address(four: bytes) -> str:
 
 def forge(host: str, source: str, destination: str) -> None:
     """Send `host`:PORT one datagram: an ICMP echo request from `source` to `destination`."""
-    echo = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, 0x6D6D, 1) + b"not from a, but from mallory"
+    packet = echo_request(source, destination, 0x6D6D, 1, b"not from a, but from mallory")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(packet, (host, PORT))
+
+
+def echo_request(source: str, destination: str, identifier: int, sequence: int,
+                 payload: bytes) -> bytes:
+    """An IPv4 packet holding an ICMP echo request, both checksums right."""
+    echo = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, identifier, sequence) + payload
     echo = echo[:2] + struct.pack("!H", checksum(echo)) + echo[4:]
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(echo), 0, 0, 64, ICMP, 0,
                          socket.inet_aton(source), socket.inet_aton(destination))
-    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.sendto(header + echo, (host, PORT))
+    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + echo
 
 
 def checksum(data: bytes) -> int:
