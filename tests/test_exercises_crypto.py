@@ -5,7 +5,8 @@
   vectors, and every mistake it knows shows on at least one of its calls;
 - the shipped tinyvpn.py fails each rung for want of the function it needs;
 - a crash is named first, with its error and line; an endless loop is caught;
-- with the reference solutions 1 to N applied, rung N passes and rung N + 1 does not;
+- with the reference solutions 1 to N applied, rung N passes and rung N + 1 does not (that
+  test, for every rung, is in test_exercises.py);
 - plausible wrong solutions (a reference solution with one mistake) are caught, each with words
   that name the mistake.
 
@@ -163,19 +164,6 @@ def test_the_reference_solutions_of_part_two_are_small() -> None:
     assert names[5:8] == ["6-chacha20.patch", "7-poly1305.patch", "8-x25519.patch"]
     sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS[5:8]}
     assert all(size <= 80 for size in sizes.values()), sizes
-
-
-@pytest.mark.ladder
-@pytest.mark.parametrize("n", [6, 7, 8])
-def test_solutions_1_to_n_pass_rung_n_and_not_the_next(solved: Solved, wg: None,
-                                                       n: int) -> None:
-    program = solved(n)
-    assert check(n, solved(n - 1)) is not None
-    for rung in range(6, n + 1):
-        failure = check(rung, program)
-        assert failure is None, f"rung {rung}: {failure and failure.happened}"
-    if n < 8:
-        assert check(n + 1, program) is not None
 
 
 @pytest.mark.ladder
