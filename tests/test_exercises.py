@@ -258,9 +258,10 @@ def test_a_plausible_wrong_solution_is_caught(root: None, solved: Solved, tmp_pa
 
 
 @pytest.mark.ladder
+@pytest.mark.parametrize("n", [5, 12])  # part one solved, and part two
 def test_a_solved_file_still_passes_the_tunnel_tests_without_the_new_options(
-        root: None, solved: Solved) -> None:
-    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(5))}
+        root: None, solved: Solved, n: int) -> None:
+    environment = {**os.environ, "TINYVPN_PROGRAM": str(solved(n))}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           str(TESTS / "test_tunnel.py"), str(TESTS / "test_interop.py"),
                           str(TESTS / "test_stdio.py"), str(TESTS / "test_command_line.py")],
