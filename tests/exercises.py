@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import classroom
 import exercises_crypto
 import exercises_wireguard
 import netns
@@ -854,21 +855,29 @@ def reread(rung: int, section: str) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, default=PART_ONE,
-                        choices=range(1, len(RUNGS) + 1), metavar="N",
-                        help=f"check rungs 1 to N (default: part one's {PART_ONE}; part two's "
-                             f"go up to {len(RUNGS)})")
+    parser.add_argument("rungs", nargs="?", type=int, choices=range(1, len(RUNGS) + 1),
+                        metavar="N", help=f"check rungs 1 to N (default: part one's {PART_ONE}, "
+                                          f"or all {len(RUNGS)} with --grade)")
     parser.add_argument("--only", action="store_true",
                         help="check rung N alone, not the rungs below it first")
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
+    classroom.add_options(parser)
     args = parser.parse_args(argv)
+    if args.student_copy:
+        return classroom.student_copy(args.student_copy)
     if os.geteuid() != 0:
         sys.exit("exercises: run as root: the checks create network namespaces and TUNs")
     missing = netns.missing_tools("ip", "ping", "nft")
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
                  "iputils-ping nftables")
+    if args.grade:
+        last = args.rungs or len(RUNGS)
+        return classroom.grade(args.grade, range(last if args.only else 1, last + 1),
+                               [name for name, _, _ in RUNGS], args.out, args.time_limit,
+                               args.jobs)
+    args.rungs = args.rungs or PART_ONE
     first = args.rungs if args.only else 1
     guides = " and ".join(dict.fromkeys(guide(rung) for rung in (first, args.rungs)))
     asked = f"rung {first}" if args.only else f"rungs 1 to {args.rungs}"
