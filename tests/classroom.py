@@ -143,12 +143,10 @@ def grade_one(name: str, entry: Path, rungs: range, limit: float, log: Path) -> 
         try:
             program = copy_learner(entry, scratch / "learner")
         except OSError as error:
-            return Grade(name, entry.name, 0, None, "not checked", f"the grader could not copy "
-                         f"it: {error}", "a file or folder the grader can read", "", 0.0, prefix)
+            return not_checked(name, entry, f"the grader could not copy it: {error}", log,
+                               prefix)
         if program is None:
-            return Grade(name, entry.name, 0, None, "not checked", f"{entry.name}/ holds no "
-                         "tinyvpn.py", "one .py file, or one folder holding a tinyvpn.py, per "
-                         "learner", "", 0.0, prefix)
+            return not_checked(name, entry, f"{entry.name}/ holds no tinyvpn.py", log, prefix)
         results = scratch / "results.jsonl"
         done = run_check(program, rungs, results, log, prefix, limit)
         if done is None:
@@ -159,6 +157,12 @@ def grade_one(name: str, entry: Path, rungs: range, limit: float, log: Path) -> 
     finally:
         remove_namespaces(prefix)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def not_checked(name: str, entry: Path, why: str, log: Path, prefix: str) -> Grade:
+    log.write_text(why + "\n")
+    return Grade(name, entry.name, 0, None, "not checked", why, "one .py file, or one folder "
+                 "holding a tinyvpn.py, per learner", "", 0.0, prefix)
 
 
 def copy_learner(entry: Path, scratch: Path) -> Optional[Path]:
