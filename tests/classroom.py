@@ -85,15 +85,25 @@ class Grade:
     namespaces: str  # how the names of this learner's namespaces began (all removed)
 
 
-def learners(folder: Path, skip: Path) -> list:
+def learners(folder: Path, skip: list) -> list:
     """(name, the learner's file or folder) for each learner in `folder`, by name."""
-    found = []
+    found: dict = {}
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith((".", "_")) or entry.resolve() == skip.resolve():
+        if entry.name.startswith((".", "_")) or entry.resolve() in skip:
             continue
         if entry.is_dir() or (entry.is_file() and entry.suffix == ".py"):
-            found.append((entry.stem if entry.is_file() else entry.name, entry))
-    return found
+            name = entry.stem if entry.is_file() else entry.name
+            found[entry.name if name in found else name] = entry  # alice.py beside alice/
+    return list(found.items())
+
+
+def fresh_prefixes(count: int) -> list:
+    """A start of names for each learner's checks: "tvg" (no other run's names begin so) and
+    three hex digits, none shared with another learner or with a namespace already there."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    taken = {line[:6] for line in listed.splitlines()}
+    free = [f"tvg{number:03x}" for number in range(16**3) if f"tvg{number:03x}" not in taken]
+    return secrets.SystemRandom().sample(free, count)
 
 
 def grade(folder: Path, rungs: range, names: list, out: Optional[Path],
@@ -103,7 +113,7 @@ def grade(folder: Path, rungs: range, names: list, out: Optional[Path],
         sys.exit(f"exercises: --grade {folder}: no such folder")
     out = out or folder
     logs = out / "grades-logs"
-    found = learners(folder, logs)
+    found = learners(folder, [logs.resolve(), out.resolve()])
     if not found:
         sys.exit(f"exercises: --grade {folder}: no learner in it (a .py file, or a folder "
                  "holding a tinyvpn.py, per learner)")
@@ -114,8 +124,9 @@ def grade(folder: Path, rungs: range, names: list, out: Optional[Path],
           "each)", file=sys.stderr, flush=True)
     grades = []
     with ThreadPoolExecutor(max(jobs, 1)) as pool:  # threads: each only waits on its checker
-        graded = [pool.submit(grade_one, name, entry, rungs, limit, logs / f"{name}.txt")
-                  for name, entry in found]
+        graded = [pool.submit(grade_one, name, entry, rungs, limit, logs / f"{name}.txt",
+                              prefix)
+                  for (name, entry), prefix in zip(found, fresh_prefixes(len(found)))]
         try:
             for result in graded:
                 grades.append(result.result())
@@ -134,9 +145,9 @@ def grade(folder: Path, rungs: range, names: list, out: Optional[Path],
     return 0
 
 
-def grade_one(name: str, entry: Path, rungs: range, limit: float, log: Path) -> Grade:
+def grade_one(name: str, entry: Path, rungs: range, limit: float, log: Path,
+              prefix: str) -> Grade:
     """Check one learner in a process of its own, and clean up after it whatever it did."""
-    prefix = f"tvg{secrets.token_hex(2)[:3]}"  # "g": no other run's names start so
     scratch = Path(tempfile.mkdtemp(prefix="tinyvpn-grade-"))
     started = time.monotonic()
     try:
@@ -278,7 +289,7 @@ def table(grades: list, names: list) -> str:
         words = said[0] + (f" {said[-1]}" if len(said) > 1 else "")  # a crash: its error too
         words = f"{g.outcome}: {words}" if g.outcome not in ("passed", "failed") else words
         lines.append(f"{g.learner:<{width}}  {g.highest_passed:>6}  {failed:<16}  "
-                     f"{g.seconds:>5.1f} s  {shorten(words, 160)}")
+                     f"{g.seconds:>5.1f} s  {shorten(words, 160)}".rstrip())
     return "\n".join(lines)
 
 
