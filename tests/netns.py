@@ -158,6 +158,8 @@ def udp_port_bound(pid: int, port: int) -> bool:
         tables = [Path(f"/proc/{pid}/net/{name}").read_text() for name in ("udp", "udp6")]
     except (FileNotFoundError, ProcessLookupError):  # it has just exited
         return False
+    except PermissionError:  # as root of a user namespace, for a moment after it starts
+        return False
     for table in tables:
         for line in table.splitlines()[1:]:  # "sl local_address:port rem_address ... inode"
             fields = line.split()
