@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The one-machine demo: a real tinyvpn tunnel between two network namespaces. As root:
+"""The one-machine demo: a real tinyvpn tunnel between two network namespaces. As root, or as
+an ordinary user where the kernel gives users namespaces of their own (netns.become_root):
 
     python3 tests/demo.py           set up, ping through the tunnel, show every packet, one
                                     datagram on the wire byte by byte, and an injected packet
@@ -54,6 +55,9 @@ NAT_FORGETS = 3  # seconds: a home router keeps a UDP mapping a minute or two; t
 
 
 def demo(keep: bool, options: list, nat: str = "") -> None:
+    if netns.in_user_namespace():
+        say("Not root: the demo runs as root of a user namespace of its own (unshare), with its "
+            "own network\n   and its own /run; nobody else on this machine sees what it builds.")
     with netns.two_hosts() as hosts:
         a, b = hosts.namespace("a"), hosts.namespace("b")
         say(f"Two hosts: namespaces {a} and {b}, joined by a veth cable "
@@ -167,16 +171,18 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
 def keep_up(hosts: Hosts, seen: dict, nat: str = "") -> None:
     """Show packets as they come until Ctrl-C or SIGTERM, which may arrive from the first line
     printed on: the test that sends it waits for that line."""
-    a, b = hosts.namespace("a"), hosts.namespace("b")
+    # As an ordinary user the namespaces are inside the demo's own: nsenter goes there first.
+    enter = " ".join([*netns.from_another_terminal(), "ip", "netns", "exec"])
+    a, b = f"{enter} {hosts.namespace('a')}", f"{enter} {hosts.namespace('b')}"
     try:
         say("The tunnel stays up until Ctrl-C. From another terminal, try:")
-        print(f"  ip netns exec {a} ping {TUNNEL['b'][0]}\n"
-              f"  ip netns exec {a} ping {TUNNEL['b'][1]}\n"
-              f"  ip netns exec {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
-              f"  ip netns exec {a} python3 -c \"import urllib.request as u; "
+        print(f"  {a} ping {TUNNEL['b'][0]}\n"
+              f"  {a} ping {TUNNEL['b'][1]}\n"
+              f"  {b} python3 -m http.server --bind {TUNNEL['b'][0]} 8000\n"
+              f"  {a} python3 -c \"import urllib.request as u; "
               f"print(u.urlopen('http://{TUNNEL['b'][0]}:8000/').status)\"", flush=True)
         if nat:
-            print(f"  ip netns exec {b} ping -c 3 {TUNNEL['a'][0]}    # after {NAT_FORGETS + 2} s "
+            print(f"  {b} ping -c 3 {TUNNEL['a'][0]}    # after {NAT_FORGETS + 2} s "
                   "of silence: no answer, unless a sends keep-alives", flush=True)
         while True:
             time.sleep(0.3)
@@ -195,12 +201,11 @@ def main() -> None:
                         help=f"put a behind a NAT that forgets an idle tunnel after {NAT_FORGETS}"
                         " s; 'random': each new mapping leaves from a port of its own")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("demo: run as root: it creates network namespaces and TUN interfaces")
     missing = netns.missing_tools("ip", "ping", *(["nft"] if args.nat else []))
     if missing:
         sys.exit(f"demo: {' and '.join(missing)} missing: apt-get install iproute2 iputils-ping"
                  + (" nftables" if args.nat else ""))
+    netns.become_root("demo")  # it creates network namespaces and TUN interfaces
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM as on Ctrl-C
     try:
         demo(args.keep, shlex.split(args.options), args.nat or "")

@@ -161,6 +161,8 @@ def udp_port_bound(pid: int, port: int) -> bool:
         tables = [Path(f"/proc/{pid}/net/{name}").read_text() for name in ("udp", "udp6")]
     except (FileNotFoundError, ProcessLookupError):  # it has just exited
         return False
+    except PermissionError:  # as root of a user namespace, for a moment after it starts
+        return False
     for table in tables:
         for line in table.splitlines()[1:]:  # "sl local_address:port rem_address ... inode"
             fields = line.split()
@@ -282,6 +284,75 @@ def add_address(hosts: Hosts, side: str, interface: str, addresses: Sequence[str
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# --- Without root: a user namespace of our own --------------------------------------------
+# An ordinary user may make a user namespace and be root inside it, with network and mount
+# namespaces it owns: there it can create TUNs, veth pairs and named network namespaces, none
+# of which the machine's own network ever sees. Its own tmpfs on /run gives `ip netns add`
+# a /run/netns to write and wireguard-go a /var/run/wireguard (-> /run), and hides the
+# machine's. Everything inside goes away with the last process, even after a crash.
+USER_NAMESPACE = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
+OWN_RUN = "mount -t tmpfs -o mode=0755 tinyvpn /run && exec \"$@\""
+# (kernel setting, the value that forbids it, why, what to do), checked when unshare fails.
+REFUSALS = [
+    ("kernel.apparmor_restrict_unprivileged_userns", "1",
+     "AppArmor forbids user namespaces to ordinary users (Ubuntu 23.10 and later)",
+     "sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0"),
+    ("user.max_user_namespaces", "0", "this kernel allows no user namespaces",
+     "sudo sysctl user.max_user_namespaces=10000"),
+    ("kernel.unprivileged_userns_clone", "0",
+     "this kernel forbids user namespaces to ordinary users",
+     "sudo sysctl kernel.unprivileged_userns_clone=1"),
+]
+
+
+def in_user_namespace() -> bool:
+    """Whether this process runs in a user namespace of its own (the machine's maps all ids)."""
+    return Path("/proc/self/uid_map").read_text().split() != ["0", "0", "4294967295"]
+
+
+def become_root(who: str) -> None:
+    """Return as root. As an ordinary user, re-run this script as root of a user namespace of
+    its own (see USER_NAMESPACE): the same command line, the same process (exec). Where the
+    kernel allows no such namespace, exit with one line saying what to do instead."""
+    if is_root():
+        return
+    refusal = why_no_user_namespace()
+    if refusal:
+        sys.exit(f"{who}: not root, and {refusal}")
+    os.execvp("unshare", [*USER_NAMESPACE, "sh", "-c", OWN_RUN, "sh", sys.executable,
+                          *sys.argv])
+
+
+def why_no_user_namespace() -> Optional[str]:
+    """None if this user can run as root of a user namespace of its own; else why not and what
+    to do instead, in words."""
+    instead = "run it with sudo"
+    if missing_tools("unshare"):
+        return f"unshare is missing: apt-get install util-linux, or {instead}"
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return (f"/dev/net/tun is not open to every user (ls -l /dev/net/tun; it needs mode "
+                f"0666): {instead}")
+    probe = subprocess.run([*USER_NAMESPACE, "sh", "-c", OWN_RUN, "sh", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    for setting, forbidden, why, allow in REFUSALS:
+        path = Path("/proc/sys", *setting.split("."))
+        if path.exists() and path.read_text().strip() == forbidden:
+            return f"{why} ({setting} = {forbidden}): {instead}, or allow them: {allow}"
+    said = probe.stderr.strip().splitlines()[-1:] or ["nothing"]
+    return f"cannot make a user namespace of its own ({said[0]}): {instead}"
+
+
+def from_another_terminal() -> list:
+    """The prefix that runs a command, from another terminal, where our namespaces are: as an
+    ordinary user, inside this process's user and mount namespaces."""
+    if not in_user_namespace():
+        return []
+    return ["nsenter", "--target", str(os.getpid()), "--user", "--mount",
+            "--preserve-credentials"]
 
 
 # a's home network, behind its NAT (add_nat): the router's inside address, and a's.
