@@ -346,7 +346,8 @@ SOLUTIONS = "tests/exercises/solutions"
 # solution with one mistake in it), and CI, which lints the solved file. A test in
 # tests/test_classroom.py finds every test that uses the solutions and checks that it is here.
 WITH_SOLUTIONS = ("tests/test_exercises.py", "tests/test_exercises_crypto.py",
-                  "tests/test_exercises_wireguard.py", "tests/test_classroom.py", ".ci/run")
+                  "tests/test_exercises_wireguard.py", "tests/test_classroom.py",
+                  "tests/test_rootless.py", ".ci/run")
 NOTE = """\
 # The reference solutions are not in this copy
 
