@@ -15,6 +15,7 @@ side by side, and the test is marked `minutes`, so that `pytest -n` starts it fi
 """
 
 import hashlib
+import importlib.util
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -221,3 +222,43 @@ def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Solved,
     failure = exercises.check(rung, program)
     assert failure is not None, f"{mistake}: passed rung {rung}"
     assert words in failure.happened, failure.happened
+
+
+class Quiet:
+    """A network end that only counts what it is asked to send: for WireGuard's timers alone."""
+
+    def __init__(self) -> None:
+        self.peer, self.log, self.sent = ("192.0.2.2", 5000), None, 0
+
+    def fileno(self) -> int:
+        return -1
+
+    def send_one(self, packet: memoryview) -> None:
+        self.sent += 1
+
+    def send(self, packets: list) -> None:
+        self.sent += len(packets)
+
+
+def test_the_reference_never_waits_a_negative_time_whatever_the_clock_does(
+        solved: Solved, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The peer is down and local traffic waits: every wake-up computes select()'s timeout. A
+    # clock that moves 2 s between any two reads lets a retry deadline pass inside tick(); a
+    # negative timeout makes select() raise ValueError, and tinyvpn would die.
+    spec = importlib.util.spec_from_file_location("solved12", solved(12))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    now = [1000.0]
+
+    def clock() -> float:
+        now[0] += 2.0
+        return now[0]
+
+    monkeypatch.setattr(module.time, "monotonic", clock)
+    network = Quiet()
+    wireguard = module.WireGuard(network, os.urandom(32), checker.x25519(os.urandom(32)))
+    for _ in range(200):
+        wireguard.send([memoryview(b"E" * 40)])  # a packet from the TUN, no session yet
+        assert wireguard.tick() >= 0
+    assert network.sent > 1  # it did try: initiations went out
