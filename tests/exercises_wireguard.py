@@ -572,7 +572,9 @@ def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
              "mac1 computed again)"),
             (flip(good, 70), "a response with one bit flipped in its mac1"),
             (remac(flip(good, 8)), "a response whose receiver index is not a's sender index"),
-            (forged, "a response made with another static key than --peer-key's")):
+            (forged, "a response made with another static key than --peer-key's"),
+            (low_order(initiation, keys, index), "a response whose ephemeral key is 32 zero "
+             "bytes (a low-order point: every DH with it gives zeros, known to anyone)")):
         since = time.time()
         lab.inject(bad)
         time.sleep(0.4)
@@ -581,7 +583,8 @@ def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
         if answered:
             raise Failed(f"the check sent {what}; a took it, and sent a transport message",
                          "every response is checked, and dropped if anything is wrong: "
-                         "mac1, the receiver index, the sealed empty field", "9. the handshake")
+                         "mac1, the receiver index, the sealed empty field; a DH that gives "
+                         "32 zero bytes (RFC 7748, section 6.1)", "9. the handshake")
     time.sleep(0.4)  # nothing follows the last one to catch a late answer: wait a little more
     if any(m[:4] == TRANSPORT for _, m in lab.sent(started)):
         raise Failed("the check sent five wrong responses; a took one of them (slowly), and "
@@ -605,6 +608,18 @@ def refuse_replayed_response(lab: WireGuardLab, session: "Session") -> None:
                      "then (wireguard-go device/noise-protocol.go, ConsumeMessageResponse: "
                      "the handshake's state is cleared once the keys are made)",
                      "9. the handshake")
+
+
+def low_order(initiation: Initiation, keys: Keys, index: bytes) -> bytes:
+    """A response to `initiation` whose ephemeral key is zero: both DH results are zero, so
+    anyone can make it, mac1 and sealed empty field right."""
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiation.noise.chain, initiation.noise.hash
+    noise.ephemeral(bytes(32))
+    noise.mix(bytes(32))  # DH(a's ephemeral, 0)
+    noise.mix(bytes(32))  # DH(a's static, 0)
+    empty = noise.seal(noise.preshared(), b"")
+    return with_macs(RESPONSE + index + initiation.index + bytes(32) + empty, keys.a_public)
 
 
 def read_as(initiation: Initiation, impostor: bytes, keys: Keys) -> Initiation:
@@ -1006,9 +1021,56 @@ def check_responder(program: Path) -> None:
                              "paper, section 5.4.4), it comes from --peer-key's key, and its "
                              "timestamp is newer than any answered before", section)
         session = not_locked_out(lab)
-        deliver(lab, a_tun, session, transport(session, echo_request(1), 0), 1,
-                "an echo request in the new session's first transport message")
+        newer_session_first(lab, a_tun, session)
         with_a_restarted_peer(lab)
+
+
+def newer_session_first(lab: WireGuardLab, a_tun: "Recorder", answered: Session) -> None:
+    """a answered b; now b answers a's own initiation, a newer session. An echo request in
+    the one a answered is taken, and answered in the newer (wireguard-go keypair.go: the
+    stale `next` becomes `previous`, never `current`)."""
+    section = "11. responder"
+    for _ in range(2):  # a may send a retry between the check's reading and its answer
+        own = [m for _, m in lab.sent() if m[:4] == INITIATION][-1]
+        initiation = read_initiation(own, lab.keys.b, lab.keys.a_public, "a")
+        response, newer = respond(initiation, lab.keys.b, lab.keys.a_public, os.urandom(4))
+        since = time.time()
+        lab.inject(response)
+        time.sleep(0.5)
+        if any(open_transport(m, newer) for _, m in lab.sent(since)):
+            break
+    else:
+        raise Failed("the check answered a's own initiation; a sent nothing with the session",
+                     "a keep-alive (or what waited) at once, as in rung 9", "9. the handshake")
+    since = time.time()
+    what = "an echo request in the session a had answered, after a's own (newer) one was made"
+    deliver_somewhere(lab, a_tun, transport(answered, echo_request(1), 0), 1, what)
+    try:
+        netns.wait_for(lambda: reply(lab, newer, 1, since) or reply(lab, answered, 1, since),
+                       "", 2)
+    except TimeoutError:
+        raise Failed(f"the check sent {what}; a sent no reply in either session",
+                     "the reply, sealed in the newer session", section) from None
+    if not reply(lab, newer, 1, since):
+        raise Failed(f"the check sent {what}; a answered in the older session: a stale, "
+                     "unconfirmed session displaced the newer one a sends with",
+                     "the session a made as initiator is newer: the one it answered may "
+                     "still receive, but never becomes the one it sends with (wireguard-go "
+                     "device/noise-protocol.go, BeginSymmetricSession)", section)
+
+
+def deliver_somewhere(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int,
+                      what: str) -> None:
+    """The check sends `message`; a must write the echo request in it to its TUN."""
+    lab.inject(message)
+    try:
+        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
+                       "", 2)
+    except TimeoutError:
+        lab.alive(f"after the check sent {what}")
+        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
+                     f"{last_words(lab.said())}", "a session a answered receives, once the "
+                     "initiator uses it", "11. responder") from None
 
 
 def not_locked_out(lab: WireGuardLab) -> Session:
@@ -1071,6 +1133,8 @@ WAKE = b"tinyvpn check: wake up, and look at the clock"
 REKEY_TIMEOUT, JITTER = 5.0, 0.333  # the paper, section 6.1; wireguard-go device/timers.go
 KEEPALIVE_TIMEOUT = 10.0  # the paper, section 6.1; wireguard-go device/constants.go
 REKEY_ATTEMPT_TIME = 90.0  # wireguard-go counts MaxTimerHandshakes = 90 / 5 retries after it
+# wireguard-go sends MaxTimerHandshakes + 2 = 20 initiations: the last 19 waits after the first
+LAST_RETRY = (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT + 1) * (REKEY_TIMEOUT + JITTER + 0.001) + 0.1
 ROUNDING = 0.02  # a TAI64N stamp may be rounded down to a multiple of 2^24 ns (16.8 ms)
 QUEUED, LOST = b"sent while alone", b"given up, drop!!"  # ping -p patterns, 16 bytes each
 
@@ -1225,8 +1289,7 @@ def check_retries(timers: TimerLab) -> Initiation:
                          "paper, section 6.4; wireguard-go device/noise-protocol.go)", section)
         waits.append(stamp_time(retry) - last)
         tries.append(retry)
-        if stamp_time(retry) - stamp_time(tries[0]) > REKEY_ATTEMPT_TIME + 2 * (REKEY_TIMEOUT
-                                                                                + JITTER):
+        if stamp_time(retry) - stamp_time(tries[0]) > LAST_RETRY:
             raise Failed(f"a still sent initiations {stamp_time(retry) - stamp_time(tries[0]):.0f}"
                          " s after the first went unanswered (by its clock)", "a handshake is "
                          "given up after REKEY_ATTEMPT_TIME (90 s; wireguard-go counts 18 "

@@ -184,10 +184,12 @@ WRONG = [
     (9, "no keep-alive to confirm",
      "        self.network.send_one(self.seal(b\"\"))  # a keep-alive: now the peer may send "
      "too\n", "", "a sent no transport message after a correct response"),
-    (10, "padding left on the packet written to the TUN", "return unpadded(packet), \"\"",
-     "return packet, \"\"", "a 60-byte packet, padded to 64; a wrote 64 bytes to its TUN"),
-    (10, "no window on the counter", "if not session.is_new(int.from_bytes(counter, "
-     "\"little\")):", "if False:", "transport message 0 again (replayed); a wrote a packet"),
+    (10, "padding left on the packet written to the TUN",
+     "        packet = unpadded(packet)\n", "",
+     "a 60-byte packet, padded to 64; a wrote 64 bytes to its TUN"),
+    (10, "no window on the counter", "if number >= REJECT_AFTER_MESSAGES or not "
+     "session.is_new(number, REPLAY_WINDOW):", "if False:",
+     "transport message 0 again (replayed); a wrote a packet"),
     (10, "--keepalive's empty packets left unsent",
      "self.network.send([self.seal(bytes(packet)) for packet in packets])",
      "self.network.send([self.seal(bytes(packet)) for packet in packets if packet])",
@@ -254,6 +256,12 @@ WRONG = [
      "            self.want_session(now)\n"
      "        if self.wanted is not None and now >= self.retry:",
      "a started a new handshake 150 s into a session, with nothing to send"),
+    (9, "an all-zero DH taken", "        if bytes(32) in shared:", "        if False:",
+     "the check sent a response whose ephemeral key is 32 zero bytes (a low-order point: "
+     "every DH with it gives zeros, known to anyone); a took it"),
+    (11, "a stale next displacing the newer current",
+     "self.pending = self.next = None  # a `next` we answered is older", "self.pending = None  #",
+     "a answered in the older session: a stale, unconfirmed session displaced the newer one"),
     (11, "a replayed initiation accepted (timestamp not compared)",
      "if stamp is None or stamp <= self.stamp:", "if stamp is None:",
      "mallory sent the same initiation again (replayed); a answered it"),
@@ -273,6 +281,8 @@ def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Solved,
     failure = exercises.check(rung, program)
     assert failure is not None, f"{mistake}: passed rung {rung}"
     assert words in failure.happened, failure.happened
+    # The section to reread is the rung's own: the check names the rule where it is taught.
+    assert (failure.section or exercises.RUNGS[rung - 1][2]) == exercises.RUNGS[rung - 1][2]
 
 
 class Quiet:
