@@ -36,20 +36,24 @@ def solved(folder: Path) -> Path:
     """tinyvpn.py with every reference solution applied, as a learner applies them."""
     program = folder / "tinyvpn.py"
     program.write_bytes(netns.TINYVPN.read_bytes())
+    program.chmod(0o755)  # as in the repository: the patches say so
     for patch in SOLUTIONS:
         subprocess.run(["git", "apply", str(patch)], cwd=folder, check=True)
     return program
 
 
-def start_a(hosts: Hosts, keys: wireguard.Keys, program: "Path | None") -> None:
-    """In a: the reference (`program`), or wireguard-go (None), b as its peer."""
-    if program is None:
-        netns.start_wireguard_go(hosts, "a", keys.a_file, b64(keys.b_public), UNDERLAY["b"][0])
-        return
+def start_a(hosts: Hosts, keys: wireguard.Keys, program: "Path | None") -> list:
+    """In a: the reference (`program`), or wireguard-go (None), b as its peer. What to pass
+    to netns.stop_wireguard_go at the end: the wireguard-go and its interface, if one."""
+    if program is None:  # another interface name: wireguard-go's sockets are not per namespace
+        interface = f"{hosts.prefix}w"
+        return [netns.start_wireguard_go(hosts, "a", keys.a_file, b64(keys.b_public),
+                                         UNDERLAY["b"][0], interface=interface), interface]
     netns.start_tinyvpn(hosts, "a", "--private-key", str(keys.a_file), "--peer-key",
                         b64(keys.b_public), program=(sys.executable, str(program)))
     for command in netns.tunnel_commands(hosts, "a"):
         netns.sh(*command)
+    return []
 
 
 def measure(program: "Path | None", size: int) -> tuple:
@@ -58,7 +62,7 @@ def measure(program: "Path | None", size: int) -> tuple:
         keys = wireguard.make_keys(hosts.logs)
         cable = recorder(hosts, "b", f"{hosts.prefix}v")
         peer = netns.start_wireguard_go(hosts, "b", keys.b_file, b64(keys.a_public))
-        start_a(hosts, keys, program)
+        wireguard_go_in_a = start_a(hosts, keys, program)
         netns.run(hosts, "a", "ping", "-c", "1", "-W", "5", netns.TUNNEL["b"][0])
         sent = cable.timed(A)
         first = next(when for when, message in sent if message[:4] == TRANSPORT)
@@ -67,7 +71,9 @@ def measure(program: "Path | None", size: int) -> tuple:
         netns.stop(cable.process)  # it would take CPU from the transfer
         with redirect_stdout(io.StringIO()):
             _, _, seconds = tcp_transfer(hosts, size, "a", "b")
-        netns.stop_wireguard_go(peer, hosts.tun)
+        for wireguard_go in ([peer, hosts.tun], wireguard_go_in_a):
+            if wireguard_go:
+                netns.stop_wireguard_go(*wireguard_go)
         return first - began, size * 8 / seconds / 1e6
 
 

@@ -75,7 +75,7 @@ def first_of_stretch(rung: int) -> int:
 
 
 @pytest.mark.ladder
-@pytest.mark.parametrize("n", range(1, 12))  # 11 fails rung 12: the `minutes` test does that
+@pytest.mark.parametrize("n", range(1, 12))  # 11 fails rung 12: test_exercises_wireguard does that
 def test_solutions_1_to_n_pass_rungs_up_to_n_and_not_the_next(
         root: None, solved: Solved, n: int) -> None:
     missing = netns.missing_tools("wg", "wireguard-go") if n >= 7 else []

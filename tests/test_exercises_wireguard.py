@@ -9,9 +9,10 @@ learner, like part one's (see test_exercises.py):
 - the solved file still passes the tunnel tests without the new options (in
   test_exercises.py).
 
-Every check talks to wireguard-go, configured by wg. The ones marked `ladder` take about two
-minutes, and rung 12 (passed by solution 12, failed by 11) about four more: its two checks run
-side by side, and the test is marked `minutes`, so that `pytest -n` starts it first.
+Every check talks to wireguard-go, configured by wg; rung 12's also sets a's clock with
+libfaketime, and plays b itself. The ones marked `ladder` take about a minute and a half with
+`-n 4`; rung 12's check, under a minute each. The reference's timers never make select() wait
+a negative time (a fake-clock test, without namespaces).
 """
 
 import hashlib
