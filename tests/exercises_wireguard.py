@@ -760,7 +760,7 @@ def check_transport(program: Path) -> None:
 
 HIGH = 9000  # a counter far enough up to probe WireGuard's window at its far edge
 WINDOW = 2**13 - 64  # wireguard-go device/../replay/replay.go: (ringBlocks - 1) * blockBits
-REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # the paper, section 6.1; wireguard-go constants.go
+REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # the paper, 6.1; wireguard-go replay/replay.go
 
 
 def check_window_edge(lab: WireGuardLab, a_tun: "Recorder", session: Session) -> None:
@@ -793,7 +793,7 @@ def check_window_edge(lab: WireGuardLab, a_tun: "Recorder", session: Session) ->
     refuse(lab, a_tun, transport(session, echo_request(15), REJECT_AFTER_MESSAGES),
            "an authentic transport message with counter 2^64 - 2^13 - 1", source=B,
            should="no counter from 2^64 - 2^13 - 1 (REJECT_AFTER_MESSAGES) up is taken: the "
-           "paper, section 6.1; wireguard-go replay/replay.go")
+           "paper, section 6.2; wireguard-go replay/replay.go")
 
 
 def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: bytes,
@@ -1130,7 +1130,7 @@ def with_a_restarted_peer(lab: WireGuardLab) -> None:
 
 FAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"
 WAKE = b"tinyvpn check: wake up, and look at the clock"
-REKEY_TIMEOUT, JITTER = 5.0, 0.333  # the paper, section 6.1; wireguard-go device/timers.go
+REKEY_TIMEOUT, JITTER = 5.0, 0.333  # the paper, sections 6.1 and 6.4; wireguard-go timers.go
 KEEPALIVE_TIMEOUT = 10.0  # the paper, section 6.1; wireguard-go device/constants.go
 REKEY_ATTEMPT_TIME = 90.0  # wireguard-go counts MaxTimerHandshakes = 90 / 5 retries after it
 # wireguard-go sends MaxTimerHandshakes + 2 = 20 initiations: the last 19 waits after the first
@@ -1257,7 +1257,7 @@ def check_retries(timers: TimerLab) -> Initiation:
             raise Failed(f"a sent an initiation again {stamp_time(early[0]) - last:.2f} s "
                          "after the one before, by its own clock (which the check sets)",
                          "again after REKEY_TIMEOUT (5 s) + a jitter of 0 to 333 ms (the "
-                         "paper, section 6.1; wireguard-go device/timers.go)", section)
+                         "paper, section 6.4; wireguard-go device/timers.go)", section)
         for step in (0, 0.111, 0.222, JITTER + 0.001):
             timers.wake(last + REKEY_TIMEOUT + step, f"to {REKEY_TIMEOUT + step:.3f} s after")
             found = timers.initiations(2 if step > JITTER else 0)
@@ -1271,7 +1271,7 @@ def check_retries(timers: TimerLab) -> Initiation:
                 raise Failed(f"a sent an initiation again {stamp_time(late[0]) - last:.2f} s "
                              "after the one before, by its own clock (which the check sets)",
                              "again after REKEY_TIMEOUT (5 s) + a jitter of 0 to 333 ms, no "
-                             "more (the paper, section 6.1; wireguard-go device/timers.go)",
+                             "more (the paper, section 6.4; wireguard-go device/timers.go)",
                              section)
         if not found:
             if trying < REKEY_ATTEMPT_TIME - REKEY_TIMEOUT:
@@ -1292,8 +1292,9 @@ def check_retries(timers: TimerLab) -> Initiation:
         if stamp_time(retry) - stamp_time(tries[0]) > LAST_RETRY:
             raise Failed(f"a still sent initiations {stamp_time(retry) - stamp_time(tries[0]):.0f}"
                          " s after the first went unanswered (by its clock)", "a handshake is "
-                         "given up after REKEY_ATTEMPT_TIME (90 s; wireguard-go counts 18 "
-                         "retries): the paper, section 6.4; wireguard-go device/timers.go",
+                         "given up after REKEY_ATTEMPT_TIME (90 s; wireguard-go gives up "
+                         "after 20 initiations, the last near 98 s): the paper, section 6.4; "
+                         "wireguard-go device/timers.go",
                          section)
         if len(tries) == 3:
             timers.ping(LOST)  # queued for this handshake, which will be given up
@@ -1435,7 +1436,7 @@ def check_rekey_on_receiving(timers: TimerLab, session: Session) -> None:
         raise Failed("the check sent an echo request on a session 181 s old by a's clock; a "
                      "wrote it to its TUN", "no session is used after REJECT_AFTER_TIME "
                      "(180 s): its keys receive nothing more, as they send nothing more "
-                     "(the paper, section 6.1; wireguard-go device/receive.go)", section)
+                     "(the paper, section 6.2; wireguard-go device/receive.go)", section)
     timers.ping(QUEUED)
     if any(open_transport(m, session) is not None or m[4:8] == session.mine
            for _, m in lab.sent(since) if m[:4] == TRANSPORT):
