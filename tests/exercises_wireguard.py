@@ -800,18 +800,8 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
             sequence: int, what: str, source: str = B) -> None:
     """The check sends `message` from `source`; a must write the echo request in it, without
     its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
-    section = "10. transport"
-    since = time.time()
-    lab.inject(message, source=source)
-    try:
-        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
-                       "", 2)
-    except TimeoutError:
-        lab.alive(f"after the check sent {what}")
-        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
-                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
-                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
-                     "written to the TUN", section) from None
+    section, since = "10. transport", time.time()
+    taken(lab, a_tun, message, sequence, what, source)
     written = [p for p in a_tun.written() if echo(p) == (8, ECHO_ID, sequence)][-1]
     if len(written) != 60:
         raise Failed(f"the check sent {what}: a 60-byte packet, padded to 64; a wrote "
@@ -833,6 +823,22 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
     if len(padded) % 16:
         raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
                      "a multiple of 16 bytes before it is sealed", section)
+
+
+def taken(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int, what: str,
+          source: str = B) -> None:
+    """The check sends `message` from `source`; a must write the echo request in it to its
+    TUN."""
+    lab.inject(message, source=source)
+    try:
+        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
+                       "", 2)
+    except TimeoutError:
+        lab.alive(f"after the check sent {what}")
+        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
+                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
+                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
+                     "written to the TUN", "10. transport") from None
 
 
 def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> Optional[tuple]:
@@ -1044,7 +1050,7 @@ def newer_session_first(lab: WireGuardLab, a_tun: "Recorder", answered: Session)
                      "a keep-alive (or what waited) at once, as in rung 9", "9. the handshake")
     since = time.time()
     what = "an echo request in the session a had answered, after a's own (newer) one was made"
-    deliver_somewhere(lab, a_tun, transport(answered, echo_request(1), 0), 1, what)
+    taken(lab, a_tun, transport(answered, echo_request(1), 0), 1, what)
     try:
         netns.wait_for(lambda: reply(lab, newer, 1, since) or reply(lab, answered, 1, since),
                        "", 2)
@@ -1057,20 +1063,6 @@ def newer_session_first(lab: WireGuardLab, a_tun: "Recorder", answered: Session)
                      "the session a made as initiator is newer: the one it answered may "
                      "still receive, but never becomes the one it sends with (wireguard-go "
                      "device/noise-protocol.go, BeginSymmetricSession)", section)
-
-
-def deliver_somewhere(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int,
-                      what: str) -> None:
-    """The check sends `message`; a must write the echo request in it to its TUN."""
-    lab.inject(message)
-    try:
-        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
-                       "", 2)
-    except TimeoutError:
-        lab.alive(f"after the check sent {what}")
-        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
-                     f"{last_words(lab.said())}", "a session a answered receives, once the "
-                     "initiator uses it", "11. responder") from None
 
 
 def not_locked_out(lab: WireGuardLab) -> Session:
