@@ -1260,8 +1260,10 @@ def check_retries(timers: TimerLab) -> Initiation:
             timers.wake(last + REKEY_TIMEOUT + 1.5, "to 6.5 s after its last initiation")
             late = timers.initiations(2)
             if late:
-                raise Failed(f"a sent an initiation again {stamp_time(late[0]) - last:.2f} s "
-                             "after the one before, by its own clock (which the check sets)",
+                raise Failed("a sent its next initiation later than "
+                             f"{REKEY_TIMEOUT + JITTER + ROUNDING + 0.001:.3f} s after the one "
+                             f"before, by {stamp_time(late[0]) - last:.2f} s, by its own clock "
+                             "(which the check sets)",
                              "again after REKEY_TIMEOUT (5 s) + a jitter of 0 to 333 ms, no "
                              "more (the paper, section 6.4; wireguard-go device/timers.go)",
                              section)

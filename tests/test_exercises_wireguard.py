@@ -246,7 +246,7 @@ WRONG = [
     (12, "retries with no jitter", "REKEY_TIMEOUT + random.uniform(0, JITTER)", "REKEY_TIMEOUT",
      "retries all came 5 s after the one before, by its clock, to the hundredth: no jitter"),
     (12, "a jitter of up to 1 s", "random.uniform(0, JITTER)", "random.uniform(0.34, 1)",
-     "after the one before, by its own clock (which the check sets)"),
+     "a sent its next initiation later than 5.354 s after the one before, by 6.50 s"),
     (12, "retries never given up", "if now - self.wanted >= REKEY_ATTEMPT_TIME:", "if False:",
      "s after the first went unanswered (by its clock)"),
     (12, "packets before a session dropped, not queued",
