@@ -257,6 +257,11 @@ WRONG = [
      "            self.want_session(now)\n"
      "        if self.wanted is not None and now >= self.retry:",
      "a started a new handshake 150 s into a session, with nothing to send"),
+    (9, "a crash on a response for another initiation",
+     "            return \"not a response to our initiation\"",
+     "            raise ValueError(\"not a response to our initiation\")",
+     "a's tinyvpn exited with status 1 after the check sent a response whose receiver index is "
+     "not a's sender index (which may not be what made it crash: any datagram before may have)"),
     (9, "an all-zero DH taken", "        if bytes(32) in shared:", "        if False:",
      "the check sent a response whose ephemeral key is 32 zero bytes (a low-order point: "
      "every DH with it gives zeros, known to anyone); a took it"),
