@@ -867,7 +867,8 @@ def check_counters(lab: WireGuardLab, session: Session) -> None:
                 if opened]
     if counters != list(range(len(counters))):
         raise Failed(f"a's transport messages carry the counters {counters[:6]}",
-                     "0, 1, 2, ...: one more for every message, the keep-alive first",
+                     "0, 1, 2, ...: one more for every message, from 0 (the keep-alive, or a "
+                     "packet that waited for the session)",
                      "10. transport")
 
 
