@@ -825,8 +825,8 @@ RUNGS: list = [
     ("roam", check_roam, "4. roam"),
     ("encrypt", check_encrypt, "5. encrypt"),
     # Part two, in its own guide: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519, checked by
-    # calling the learner's functions; 9 to 12, the protocol, against a real WireGuard. Rung 12
-    # takes minutes: it runs only when asked for by number.
+    # calling the learner's functions; 9 to 12, the protocol, against a real WireGuard (rung 12
+    # with the learner's clock in the check's hands: libfaketime).
     *exercises_crypto.RUNGS,
     *exercises_wireguard.RUNGS,
 ]

@@ -335,6 +335,7 @@ class Session:
     sending: bytes
     receiving: bytes
     counter: int = 0
+    response: bytes = b""  # the response that made it, when the check made it as responder
 
 
 def respond(initiation: Initiation, responder: bytes, initiator: bytes,
@@ -406,9 +407,10 @@ class WireGuardLab:
         self.peer: Optional[subprocess.Popen] = None
         self.mallory: list = []  # her address, once b's end of the cable has it
 
-    def start_tinyvpn(self, *options: str) -> subprocess.Popen:
-        """a's tinyvpn -d, WireGuard's way; Failed if it does not start."""
-        command = (sys.executable, str(self.program))
+    def start_tinyvpn(self, *options: str, clock: Optional["Clock"] = None) -> subprocess.Popen:
+        """a's tinyvpn -d, WireGuard's way (under `clock`, IPv4 only); Failed if it does not
+        start."""
+        command = clock.command(self.program) if clock else (sys.executable, str(self.program))
         options = ("--private-key", str(self.keys.a_file), "--peer-key",
                    b64(self.keys.b_public), *options)
         try:
@@ -422,8 +424,12 @@ class WireGuardLab:
             raise Failed(f"a's tinyvpn did not start with {shlex.join(options)}; it said: "
                          f"{last_words(self.said())}", "it starts, and speaks WireGuard "
                          "to PEER:PORT", "9. the handshake") from None
+        if clock:  # no IPv6 on the TUN: the kernel would send packets of its own
+            netns.run(self.hosts, "a", "sysctl", "-qw",
+                      f"net.ipv6.conf.{self.hosts.tun}.disable_ipv6=1")
         for command_line in netns.tunnel_commands(self.hosts, "a"):
-            netns.sh(*command_line)
+            if not clock or "nodad" not in command_line:
+                netns.sh(*command_line)
         return self.tinyvpn
 
     def stop_tinyvpn(self) -> None:
@@ -434,7 +440,8 @@ class WireGuardLab:
     def alive(self, doing: str) -> None:
         """Failed, naming the crash first, if a's tinyvpn has exited."""
         if self.tinyvpn and self.tinyvpn.poll() is not None:
-            raise Failed(f"a's tinyvpn exited with status {self.tinyvpn.returncode} {doing}; "
+            raise Failed(f"a's tinyvpn exited with status {self.tinyvpn.returncode} {doing} "
+                         "(which may not be what made it crash: any datagram before may have); "
                          f"its last words: {last_words(self.said(), 3)}",
                          "it keeps running: a message it cannot use is dropped, never a crash")
 
@@ -531,12 +538,19 @@ def check_handshake(program: Path) -> None:
                          f"{again_at - first_at:.1f} s", "again after 5 s (REKEY_TIMEOUT)",
                          section)
         initiation = read_initiation(again, keys.b, keys.a_public, "a's second initiation")
-        if again[4:40] == first[4:40]:
-            raise Failed("a's second initiation has the same index and ephemeral key as its "
-                         "first", "every initiation is new: a new ephemeral key pair and a "
-                         "new random index", section)
+        if again[8:40] == first[8:40]:
+            raise Failed("a's second initiation has the same ephemeral key as its first"
+                         + (", under a new index" if again[4:8] != first[4:8] else "") +
+                         ": its static key and a new timestamp are sealed under the same key "
+                         "and nonce twice (the two ciphertexts XOR to the plaintexts' XOR)",
+                         "every initiation, a retry too, has a new ephemeral key pair and a "
+                         "new random index (the paper, section 5.4.2; wireguard-go "
+                         "device/noise-protocol.go, CreateMessageInitiation)", section)
+        if again[4:8] == first[4:8]:
+            raise Failed("a's second initiation has the same sender index as its first",
+                         "every initiation has a new random index", section)
         refuse_bad_responses(lab, initiation)
-        confirm(lab, newest_initiation(lab, initiation))
+        refuse_replayed_response(lab, confirm(lab, newest_initiation(lab, initiation)))
         lab.stop_tinyvpn()
         with_the_real_peer(lab)
 
@@ -558,21 +572,54 @@ def refuse_bad_responses(lab: WireGuardLab, initiation: Initiation) -> None:
              "mac1 computed again)"),
             (flip(good, 70), "a response with one bit flipped in its mac1"),
             (remac(flip(good, 8)), "a response whose receiver index is not a's sender index"),
-            (forged, "a response made with another static key than --peer-key's")):
+            (forged, "a response made with another static key than --peer-key's"),
+            (low_order(initiation, keys, index), "a response whose ephemeral key is 32 zero "
+             "bytes (a low-order point: every DH with it gives zeros, known to anyone)")):
         since = time.time()
         lab.inject(bad)
         time.sleep(0.4)
-        lab.alive(f"after {what}")
+        lab.alive(f"after the check sent {what}")
         answered = [m for _, m in lab.sent(since) if m[:4] == TRANSPORT]
         if answered:
             raise Failed(f"the check sent {what}; a took it, and sent a transport message",
                          "every response is checked, and dropped if anything is wrong: "
-                         "mac1, the receiver index, the sealed empty field", "9. the handshake")
+                         "mac1, the receiver index, the sealed empty field; a DH that gives "
+                         "32 zero bytes (RFC 7748, section 6.1)", "9. the handshake")
     time.sleep(0.4)  # nothing follows the last one to catch a late answer: wait a little more
     if any(m[:4] == TRANSPORT for _, m in lab.sent(started)):
         raise Failed("the check sent five wrong responses; a took one of them (slowly), and "
                      "sent a transport message", "every wrong response dropped",
                      "9. the handshake")
+
+
+def refuse_replayed_response(lab: WireGuardLab, session: "Session") -> None:
+    """The check's response again: a must not take it a second time, and seal anything again
+    under the same key and counter."""
+    lab.inject(session.response)
+    time.sleep(0.4)
+    lab.alive("after the check sent its accepted response again (replayed)")
+    lab.ping("a", 1, timeout=0.3)  # a seals an echo request: with which counter?
+    counters = [o[0] for o in (open_transport(m, session) for _, m in lab.sent()) if o]
+    if len(set(counters)) < len(counters):
+        raise Failed("the check sent its accepted response again (replayed); a took it, made "
+                     "the same keys again, and sealed with a counter used before (counters "
+                     f"{counters[:6]}): the same key and nonce twice",
+                     "a response is taken once: the handshake it completes is forgotten "
+                     "then (wireguard-go device/noise-protocol.go, ConsumeMessageResponse: "
+                     "the handshake's state is cleared once the keys are made)",
+                     "9. the handshake")
+
+
+def low_order(initiation: Initiation, keys: Keys, index: bytes) -> bytes:
+    """A response to `initiation` whose ephemeral key is zero: both DH results are zero, so
+    anyone can make it, mac1 and sealed empty field right."""
+    noise = Noise(b"")
+    noise.chain, noise.hash = initiation.noise.chain, initiation.noise.hash
+    noise.ephemeral(bytes(32))
+    noise.mix(bytes(32))  # DH(a's ephemeral, 0)
+    noise.mix(bytes(32))  # DH(a's static, 0)
+    empty = noise.seal(noise.preshared(), b"")
+    return with_macs(RESPONSE + index + initiation.index + bytes(32) + empty, keys.a_public)
 
 
 def read_as(initiation: Initiation, impostor: bytes, keys: Keys) -> Initiation:
@@ -608,19 +655,25 @@ def confirm(lab: WireGuardLab, initiation: Initiation) -> Session:
         "with b's key, after bad ones)", "the response accepted, the keys derived, and a "
         "keep-alive sent at once to confirm them; a bad response before must change nothing",
         section)
+    first = "a's first transport message after the response"
     if message[4:8] != session.mine:
-        raise Failed(f"a's keep-alive has the receiver index {message[4:8].hex(' ')}",
+        raise Failed(f"{first} has the receiver index {message[4:8].hex(' ')}",
                      f"the response's sender index, {session.mine.hex(' ')}, as it came",
                      section)
     opened = open_transport(message, session)
     if opened is None:
-        raise Failed(f"a's keep-alive ({len(message)} bytes) does not decrypt with the key "
+        raise Failed(f"{first} ({len(message)} bytes) does not decrypt with the key "
                      "the initiator sends with", "(sending, receiving) = KDF2(C, empty): the "
                      "first for the initiator to send; nonce: 4 zero bytes, then the counter "
                      "as 8 bytes little-endian; no associated data", section)
-    if opened != (0, b""):
-        raise Failed(f"a's keep-alive decrypts to counter {opened[0]} and {len(opened[1])} "
-                     "bytes", "counter 0 and nothing: an empty transport message", section)
+    what = "a keep-alive" if opened[1] == b"" else f"{len(opened[1])} bytes: a packet it " \
+        "queued while there was no session" if opened[1][0] >> 4 in (4, 6) else None
+    if opened[0] != 0 or what is None:
+        raise Failed(f"{first} decrypts to counter {opened[0]} and " +
+                     (what or f"{len(opened[1])} bytes that are no IP packet"),
+                     "counter 0, and nothing (a keep-alive) or a packet that waited for the "
+                     "session", section)
+    session.response = response
     return session
 
 
@@ -700,26 +753,55 @@ def check_transport(program: Path) -> None:
         deliver(lab, a_tun, session, transport(session, echo_request(11), 11), 11,
                 "an echo request from mallory's address, authentic and new (counter 11): b "
                 "has moved there", source=MALLORY)
+        check_window_edge(lab, a_tun, session)
         lab.stop_tinyvpn()
         through_the_real_peer(lab)
+
+
+HIGH = 9000  # a counter far enough up to probe WireGuard's window at its far edge
+WINDOW = 2**13 - 64  # wireguard-go device/../replay/replay.go: (ringBlocks - 1) * blockBits
+REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # the paper, 6.1; wireguard-go replay/replay.go
+
+
+def check_window_edge(lab: WireGuardLab, a_tun: "Recorder", session: Session) -> None:
+    """Counter HIGH, then the oldest a window of WINDOW counters still holds: both taken; an
+    authentic counter from REJECT_AFTER_MESSAGES up, and packets that are no IP packet that
+    fits, refused."""
+    section = "10. transport"
+    deliver(lab, a_tun, session, transport(session, echo_request(12), HIGH), 12,
+            f"an echo request in transport message {HIGH}, after 10")
+    oldest = HIGH - WINDOW + 1
+    try:
+        deliver(lab, a_tun, session, transport(session, echo_request(13), oldest), 13,
+                f"an echo request in transport message {oldest}, after {HIGH}: {WINDOW - 1} "
+                "behind, reordered and new")
+    except Failed as failure:
+        raise Failed(failure.happened, "a message up to 2^13 - 64 - 1 = 8127 counters behind "
+                     "the highest, if new, is taken: WireGuard's window is at least 2^13 - 64 "
+                     "= 8128 counters wide (wireguard-go replay/replay.go; the paper, section "
+                     "5.4.6)", section) from None
+    request = echo_request(14)
+    longer = request[:2] + (len(request) + 20).to_bytes(2, "big") + request[4:]
+    for packet, counter, what in (
+            (b"\xff" * 32, HIGH + 1, "32 bytes that are no IP packet"),
+            (longer, HIGH + 2, "an IPv4 packet whose header says it is 20 bytes longer than "
+             "what was sealed")):
+        refuse(lab, a_tun, transport(session, packet, counter), f"an authentic transport "
+               f"message holding {what}", source=B, should="only IP packets that fit what "
+               "was sealed are written to the TUN (wireguard-go device/receive.go drops the "
+               "rest)")
+    refuse(lab, a_tun, transport(session, echo_request(15), REJECT_AFTER_MESSAGES),
+           "an authentic transport message with counter 2^64 - 2^13 - 1", source=B,
+           should="no counter from 2^64 - 2^13 - 1 (REJECT_AFTER_MESSAGES) up is taken: the "
+           "paper, section 6.2; wireguard-go replay/replay.go")
 
 
 def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: bytes,
             sequence: int, what: str, source: str = B) -> None:
     """The check sends `message` from `source`; a must write the echo request in it, without
     its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
-    section = "10. transport"
-    since = time.time()
-    lab.inject(message, source=source)
-    try:
-        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
-                       "", 2)
-    except TimeoutError:
-        lab.alive(f"after {what}")
-        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
-                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
-                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
-                     "written to the TUN", section) from None
+    section, since = "10. transport", time.time()
+    taken(lab, a_tun, message, sequence, what, source)
     written = [p for p in a_tun.written() if echo(p) == (8, ECHO_ID, sequence)][-1]
     if len(written) != 60:
         raise Failed(f"the check sent {what}: a 60-byte packet, padded to 64; a wrote "
@@ -741,6 +823,22 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
     if len(padded) % 16:
         raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
                      "a multiple of 16 bytes before it is sealed", section)
+
+
+def taken(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int, what: str,
+          source: str = B) -> None:
+    """The check sends `message` from `source`; a must write the echo request in it to its
+    TUN."""
+    lab.inject(message, source=source)
+    try:
+        netns.wait_for(lambda: any(echo(p) == (8, ECHO_ID, sequence) for p in a_tun.written()),
+                       "", 2)
+    except TimeoutError:
+        lab.alive(f"after the check sent {what}")
+        raise Failed(f"the check sent {what}; a wrote nothing of it to its TUN; a's -d said: "
+                     f"{last_words(lab.said())}", "the packet inside, decrypted with the "
+                     "receiving key (nonce: 4 zero bytes, then the counter little-endian), is "
+                     "written to the TUN", "10. transport") from None
 
 
 def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> Optional[tuple]:
@@ -769,22 +867,35 @@ def check_counters(lab: WireGuardLab, session: Session) -> None:
                 if opened]
     if counters != list(range(len(counters))):
         raise Failed(f"a's transport messages carry the counters {counters[:6]}",
-                     "0, 1, 2, ...: one more for every message, the keep-alive first",
+                     "0, 1, 2, ...: one more for every message, from 0 (the keep-alive, or a "
+                     "packet that waited for the session)",
                      "10. transport")
 
 
 def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
-           source: str = MALLORY) -> None:
-    """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why."""
-    before = len(a_tun.written())
+           source: str = MALLORY, should: str = "") -> None:
+    """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why, and the peer does
+    not move to mallory."""
+    before, since, who = len(a_tun.written()), time.time(), \
+        "mallory" if source == MALLORY else "the check"
     lab.inject(message, source=source)
     time.sleep(0.4)
-    lab.alive(f"after {what}")
+    lab.alive(f"after {who} sent {what}")
     if len(a_tun.written()) > before:
-        raise Failed(f"{'mallory' if source == MALLORY else 'the check'} sent {what}; a wrote "
-                     "a packet from it to its TUN", "only an authentic transport message "
-                     "(its tag checked first), never seen before (rung 3's window on its "
-                     "counter), reaches the TUN", "10. transport")
+        raise Failed(f"{who} sent {what}; a wrote a packet from it to its TUN", should or
+                     "only an authentic transport message (its tag checked first), never "
+                     "seen before (rung 3's window on its counter), reaches the TUN",
+                     "10. transport")
+    if source == MALLORY:
+        lab.ping("a", 1, timeout=0.3)  # a seals an echo request for b: sent where?
+        if any(d == MALLORY and m[:4] == TRANSPORT for d, m in lab.cable_to(since)):
+            raise Failed(f"mallory sent {what}; a dropped it, but sent its next transport "
+                         f"message to her ({MALLORY}): it moved the peer before the tag and "
+                         "the window said the message was authentic and new",
+                         "the peer moves only once a message is authentic and new: tag, "
+                         "then window, then the address (rung 4; wireguard-go "
+                         "device/receive.go: SetEndpointFromPacket after ValidateCounter)",
+                         "10. transport")
     lines = [line for line in lab.said().splitlines() if f"(from {source}:" in line]
     if not lines or "DROP" not in lines[-1].upper():
         raise Failed(f"a's -d line for {what}: {lines[-1] if lines else '(none)'}",
@@ -903,19 +1014,77 @@ def check_responder(program: Path) -> None:
                 (initiated.message, "the same initiation again (replayed)"),
                 (initiate(keys, tai64n(stamp - 10**9)).message, "a new initiation with a "
                  "timestamp 1 s older"),
+                (flip(initiate(keys, tai64n(time.time_ns())).message, 120), "a new "
+                 "initiation from b's key, timestamp now, with one bit flipped in its mac1"),
                 (initiate(keys, tai64n(time.time_ns()), os.urandom(32)).message,
                  "an initiation from another static key than --peer-key's")):
             since = time.time()
             lab.inject(message, source=MALLORY)
             time.sleep(0.4)
-            lab.alive(f"after {what}")
+            lab.alive(f"after mallory sent {what}")
             if any(m[:4] == RESPONSE for _, m in lab.cable_to(since)):
                 raise Failed(f"mallory sent {what}; a answered it",
-                             "an initiation is answered only if it comes from --peer-key's "
-                             "key with a timestamp newer than any answered before", section)
-        deliver(lab, a_tun, session, transport(session, echo_request(1), 0), 1,
-                "an echo request in the new session's first transport message")
+                             "an initiation is answered only if its mac1 is right (the "
+                             "paper, section 5.4.4), it comes from --peer-key's key, and its "
+                             "timestamp is newer than any answered before", section)
+        session = not_locked_out(lab)
+        newer_session_first(lab, a_tun, session)
         with_a_restarted_peer(lab)
+
+
+def newer_session_first(lab: WireGuardLab, a_tun: "Recorder", answered: Session) -> None:
+    """a answered b; now b answers a's own initiation, a newer session. An echo request in
+    the one a answered is taken, and answered in the newer (wireguard-go keypair.go: the
+    stale `next` becomes `previous`, never `current`)."""
+    section = "11. responder"
+    for _ in range(2):  # a may send a retry between the check's reading and its answer
+        own = [m for _, m in lab.sent() if m[:4] == INITIATION][-1]
+        initiation = read_initiation(own, lab.keys.b, lab.keys.a_public, "a")
+        response, newer = respond(initiation, lab.keys.b, lab.keys.a_public, os.urandom(4))
+        since = time.time()
+        lab.inject(response)
+        time.sleep(0.5)
+        if any(open_transport(m, newer) for _, m in lab.sent(since)):
+            break
+    else:
+        raise Failed("the check answered a's own initiation; a sent nothing with the session",
+                     "a keep-alive (or what waited) at once, as in rung 9", "9. the handshake")
+    since = time.time()
+    what = "an echo request in the session a had answered, after a's own (newer) one was made"
+    taken(lab, a_tun, transport(answered, echo_request(1), 0), 1, what)
+    try:
+        netns.wait_for(lambda: reply(lab, newer, 1, since) or reply(lab, answered, 1, since),
+                       "", 2)
+    except TimeoutError:
+        raise Failed(f"the check sent {what}; a sent no reply in either session",
+                     "the reply, sealed in the newer session", section) from None
+    if not reply(lab, newer, 1, since):
+        raise Failed(f"the check sent {what}; a answered in the older session: a stale, "
+                     "unconfirmed session displaced the newer one a sends with",
+                     "the session a made as initiator is newer: the one it answered may "
+                     "still receive, but never becomes the one it sends with (wireguard-go "
+                     "device/noise-protocol.go, BeginSymmetricSession)", section)
+
+
+def not_locked_out(lab: WireGuardLab) -> Session:
+    """A stranger's initiation, a year ahead, then b's, now: b's is answered. Its session."""
+    section, keys = "11. responder", lab.keys
+    ahead = initiate(keys, tai64n(time.time_ns() + 365 * 86400 * 10**9), os.urandom(32))
+    lab.inject(ahead.message, source=MALLORY)
+    time.sleep(0.4)
+    initiated, since = initiate(keys, tai64n(time.time_ns())), time.time()
+    lab.inject(initiated.message)
+    try:
+        _, response = lab.await_message(RESPONSE, since, 2, "", "", section)
+    except Failed:
+        raise Failed("mallory sent a valid initiation from another static key than "
+                     "--peer-key's, its timestamp a year ahead; then the check's (b's key, "
+                     "timestamp now, newer than any before) got no response: a stranger "
+                     "locked the real peer out", "the timestamp is compared, and remembered, "
+                     "only once the initiator's static key is --peer-key's (the paper, "
+                     "section 5.4.2; wireguard-go device/noise-protocol.go, "
+                     "ConsumeMessageInitiation)", section) from None
+    return read_response(response, initiated, keys)
 
 
 def with_a_restarted_peer(lab: WireGuardLab) -> None:
@@ -946,50 +1115,358 @@ def with_a_restarted_peer(lab: WireGuardLab) -> None:
                      "a replay changes nothing: the session in use goes on", section)
 
 
-# --- Rung 12: timers (slow: about 3.5 minutes) ------------------------------------------
+# --- Rung 12: timers, with a's clock in the check's hands ---------------------------------
+# WireGuard's own timers are not what is checked: the check plays b itself, and sets a's clock
+# with libfaketime (Debian's faketime package), which every clock read of a's process obeys.
+# Frozen, it moves only when the check moves it; then the check wakes a with a datagram a
+# drops (the guide's contract: timers read the clock each time the loop wakes).
 
-UNREACHABLE = 12  # seconds before wireguard-go starts: a's first initiations go unanswered
-PINGS = 215  # one a second: 200 or more after the first answer, past REKEY_AFTER_TIME (120 s)
+FAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"
+WAKE = b"tinyvpn check: wake up, and look at the clock"
+REKEY_TIMEOUT, JITTER = 5.0, 0.333  # the paper, sections 6.1 and 6.4; wireguard-go timers.go
+KEEPALIVE_TIMEOUT = 10.0  # the paper, section 6.1; wireguard-go device/constants.go
+REKEY_ATTEMPT_TIME = 90.0  # wireguard-go counts MaxTimerHandshakes = 90 / 5 retries after it
+# wireguard-go sends MaxTimerHandshakes + 2 = 20 initiations: the last 19 waits after the first
+ROUNDING = 0.02  # a TAI64N stamp may be rounded down to a multiple of 2^24 ns (16.8 ms)
+LAST_RETRY = (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT + 1) * (REKEY_TIMEOUT + JITTER + ROUNDING) + 0.1
+QUEUED, LOST = b"sent while alone", b"given up, drop!!"  # ping -p patterns, 16 bytes each
+
+
+class Clock:
+    """a's clock: a file libfaketime reads at every clock read; frozen at `now`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.set(round(time.time()))
+
+    def set(self, when: float) -> None:
+        self.now = when
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when))
+        self.path.with_suffix(".new").write_text(f"{stamp}.{round(when % 1 * 1e9):09d}\n")
+        os.replace(self.path.with_suffix(".new"), self.path)  # never read half written
+
+    def run_ahead(self, seconds: float) -> None:
+        """From now on a's clock runs, `seconds` ahead of the real one."""
+        self.path.with_suffix(".new").write_text(f"+{seconds:.0f}\n")
+        os.replace(self.path.with_suffix(".new"), self.path)
+
+    def command(self, program: Path) -> tuple:
+        library = sorted(Path("/").glob(FAKETIME.lstrip("/")))
+        return ("env", f"LD_PRELOAD={library[0]}", f"FAKETIME_TIMESTAMP_FILE={self.path}",
+                "FAKETIME_NO_CACHE=1", "TZ=UTC", sys.executable, str(program))
+
+
+def faketime_missing() -> Optional[str]:
+    if not list(Path("/").glob(FAKETIME.lstrip("/"))):
+        return "libfaketime missing: apt-get install faketime (rung 12 sets a's clock with it)"
+    return None
+
+
+def stamp_time(initiation: Initiation) -> float:
+    """When a made `initiation`, by its own clock: its TAI64N timestamp."""
+    seconds, nanoseconds = struct.unpack(">QI", initiation.stamp)
+    return seconds - 2**62 - 10 + nanoseconds / 1e9
+
+
+class TimerLab:
+    """Rung 12's lab: a under the check's clock, IPv4 only (the kernel's IPv6 chatter would
+    be traffic), and everything a sent, decoded."""
+
+    def __init__(self, lab: WireGuardLab) -> None:
+        self.lab, self.keys = lab, lab.keys
+        self.clock = Clock(lab.hosts.logs / "a.clock")
+        self.seen = 0  # initiations of a's already read
+
+    def wake(self, at: float, why: str) -> None:
+        """Set a's clock to `at` and wake a; return once a has dropped the wake-up datagram."""
+        self.clock.set(at)
+        before = self.drops()
+        self.lab.inject(WAKE)
+        try:
+            netns.wait_for(lambda: self.drops() > before, "", 5)
+        except TimeoutError:
+            self.lab.alive(f"after its clock was set {why}")
+            raise Failed("a did not show (-d) the check's wake-up datagram as DROPPED within "
+                         "5 s: either it did not read it, or this machine is too slow to "
+                         "judge rung 12", "every datagram read, a dropped one shown by -d at "
+                         "once", "12. timers") from None
+        time.sleep(0.25)
+
+    def drops(self) -> int:
+        return sum(1 for line in self.lab.said().splitlines()
+                   if "DROP" in line.upper() and f"(from {B}:" in line)
+
+    def initiations(self, wait: float = 0) -> list:
+        """a's initiations not read before, decoded; waits up to `wait` s for one."""
+        deadline = time.time() + wait
+        while True:
+            sent = [m for _, m in self.lab.sent() if m[:4] == INITIATION][self.seen:]
+            if sent or time.time() >= deadline:
+                break
+            time.sleep(0.05)
+        self.seen += len(sent)
+        return [read_initiation(m, self.keys.b, self.keys.a_public, "a") for m in sent]
+
+    def ping(self, pattern: bytes) -> None:
+        netns.run(self.lab.hosts, "a", "ping", "-c", "1", "-W", "0.2", "-p", pattern.hex(),
+                  TUNNEL["b"][0], check=False)
+
+    def carried(self, session: Session, since: float, pattern: bytes) -> list:
+        """Destinations of a's transport messages in `session` since then holding `pattern`."""
+        found = [(d, open_transport(m, session)) for d, m in self.lab.cable_to(since)]
+        return [d for d, opened in found if opened and pattern in opened[1]]
 
 
 def check_timers(program: Path) -> None:
     section = "12. timers"
+    lacking = faketime_missing()
+    if lacking:
+        raise Failed(f"this machine cannot check rung 12: {lacking}", "libfaketime installed")
     with wireguard_lab(program) as lab:
-        started = time.time()
-        lab.start_tinyvpn()
-        pinging = netns.start(lab.hosts, "a", "ping", "-c", str(PINGS), "-i", "1", "-W", "2",
-                              TUNNEL["b"][0], name="ping")
-        time.sleep(UNREACHABLE)
-        lab.start_peer()  # without a's address: it cannot initiate, a must come again
-        pinging.wait(PINGS + 20)
-        lab.alive("while pings crossed for 3.5 minutes")
-        answered = sorted({int(n) for n in re.findall(
-            r"icmp_seq=(\d+)", netns.output(lab.hosts, "ping", "out"))})
-        initiations = [when - started for when, m in lab.sent() if m[:4] == INITIATION]
-        if not answered:
-            raise Failed(f"wireguard-go started {UNREACHABLE} s after a; a sent initiations at "
-                         f"{seconds(initiations)} s; no ping was ever answered",
-                         "an unanswered initiation is sent again every 5 s (REKEY_TIMEOUT), "
-                         "as long as the peer does not answer", section)
-        lost = sorted(set(range(answered[0], PINGS + 1)) - set(answered))
-        if lost:
-            raise Failed(f"of the pings after the first answer (at {answered[0]} s), those "
-                         f"sent about {seconds(lost[:8])} s after a started were lost; a sent "
-                         f"initiations at {seconds(initiations)} s",
-                         "a new handshake by the session's initiator after 120 s "
-                         "(REKEY_AFTER_TIME), while the old session still carries traffic: "
-                         "none lost", section)
-        check_no_old_session(lab, started)
+        timers = TimerLab(lab)
+        lab.start_tinyvpn(clock=timers.clock)
+        last = check_retries(timers)
+        session = check_queue(timers, last)
+        session = check_rekey_on_sending(timers, session)
+        check_rekey_on_receiving(timers, session)
+        lab.stop_tinyvpn()
+        through_wireguard_go_across_a_rekey(lab, timers.clock, section)
 
 
-def check_no_old_session(lab: WireGuardLab, started: float) -> None:
-    """No transport message of a's with a session older than REJECT_AFTER_TIME."""
-    made = {m[4:8]: when for when, m in lab.cable.timed(B, A) if m[:4] == RESPONSE}
-    for when, message in lab.sent():
-        if message[:4] == TRANSPORT and message[4:8] in made and when - made[message[4:8]] > 181:
-            raise Failed(f"{when - started:.0f} s after it started, a sent a transport message "
-                         f"with a session made {when - made[message[4:8]]:.0f} s before",
-                         "no session is used after 180 s (REJECT_AFTER_TIME)", "12. timers")
+def check_retries(timers: TimerLab) -> Initiation:
+    """a alone: its initiations, every 5 s + 0 to 333 ms, a fresh ephemeral each, until about
+    90 s; then silence. Returns the last."""
+    section = "12. timers"
+    found = timers.initiations(3)
+    if not found:
+        raise Failed("a sent no initiation after it started", "an initiation as soon as it "
+                     "starts", "9. the handshake")
+    tries, waits = [found[0]], []
+    while True:
+        last = stamp_time(tries[-1])
+        timers.wake(last + REKEY_TIMEOUT - 0.01, "to 4.99 s after its last initiation")
+        early = timers.initiations()
+        if early:
+            raise Failed(f"a sent an initiation again {stamp_time(early[0]) - last:.2f} s "
+                         "after the one before, by its own clock (which the check sets)",
+                         "again after REKEY_TIMEOUT (5 s) + a jitter of 0 to 333 ms (the "
+                         "paper, section 6.4; wireguard-go device/timers.go)", section)
+        for step in (0, 0.111, 0.222, JITTER + ROUNDING + 0.001):
+            timers.wake(last + REKEY_TIMEOUT + step, f"to {REKEY_TIMEOUT + step:.3f} s after")
+            found = timers.initiations(2 if step > JITTER else 0)
+            if found:
+                break
+        trying = last - stamp_time(tries[0])
+        if not found and trying < REKEY_ATTEMPT_TIME - REKEY_TIMEOUT:
+            timers.wake(last + REKEY_TIMEOUT + 1.5, "to 6.5 s after its last initiation")
+            late = timers.initiations(2)
+            if late:
+                raise Failed("a sent its next initiation later than "
+                             f"{REKEY_TIMEOUT + JITTER + ROUNDING + 0.001:.3f} s after the one "
+                             f"before, by {stamp_time(late[0]) - last:.2f} s, by its own clock "
+                             "(which the check sets)",
+                             "again after REKEY_TIMEOUT (5 s) + a jitter of 0 to 333 ms, no "
+                             "more (the paper, section 6.4; wireguard-go device/timers.go)",
+                             section)
+        if not found:
+            if trying < REKEY_ATTEMPT_TIME - REKEY_TIMEOUT:
+                raise Failed(f"a's initiations went unanswered; it sent {len(tries)}, the last "
+                             f"{trying:.1f} s after the first (by its clock), and none "
+                             f"{REKEY_TIMEOUT + JITTER + ROUNDING + 0.001:.3f} s after that",
+                             "again every 5 s + jitter while unanswered, until "
+                             "REKEY_ATTEMPT_TIME (90 s) of trying (the paper, section 6.4)",
+                             section)
+            break
+        retry = found[0]
+        if retry.ephemeral in {t.ephemeral for t in tries}:
+            raise Failed(f"a's retry {len(tries)} has the ephemeral key of an initiation "
+                         "before: the same key and nonce seal its static key and timestamp "
+                         "again", "a fresh ephemeral key and index for every initiation (the "
+                         "paper, section 6.4; wireguard-go device/noise-protocol.go)", section)
+        waits.append(stamp_time(retry) - last)
+        tries.append(retry)
+        if stamp_time(retry) - stamp_time(tries[0]) > LAST_RETRY:
+            raise Failed(f"a still sent initiations {stamp_time(retry) - stamp_time(tries[0]):.0f}"
+                         " s after the first went unanswered (by its clock)", "a handshake is "
+                         "given up after REKEY_ATTEMPT_TIME (90 s; wireguard-go gives up "
+                         "after 20 initiations, the last near 98 s): the paper, section 6.4; "
+                         "wireguard-go device/timers.go",
+                         section)
+        if len(tries) == 3:
+            timers.ping(LOST)  # queued for this handshake, which will be given up
+    if all(wait < REKEY_TIMEOUT + ROUNDING for wait in waits):
+        raise Failed(f"a's {len(waits)} retries all came {REKEY_TIMEOUT:.0f} s after the one "
+                     "before, by its clock, to the hundredth: no jitter",
+                     "REKEY_TIMEOUT + a random jitter of 0 to 333 ms, so that peers do not "
+                     "retry in lockstep (wireguard-go device/timers.go)", section)
+    if any(wait < REKEY_TIMEOUT - ROUNDING for wait in waits):
+        raise Failed(f"a retried after {min(waits):.3f} s", "not before REKEY_TIMEOUT (5 s)",
+                     section)
+    for later in (30, 300):
+        since = time.time()
+        timers.wake(stamp_time(tries[-1]) + later, f"{later} s after")
+        if timers.lab.sent(since):
+            raise Failed(f"a gave up its handshake, and still sent "
+                         f"{describe(timers.lab.sent(since)[0][1])} {later} s after its last "
+                         "initiation, with nothing to send", "silence, until a packet comes "
+                         "from the TUN: only new data starts a handshake again (the paper, "
+                         "section 6.4)", section)
+    return tries[-1]
+
+
+def check_queue(timers: TimerLab, last: Initiation) -> Session:
+    """New data after giving up: a handshake at once; answered (from mallory's address), the
+    packet that waited goes out to her; the one of the handshake given up, never."""
+    section, lab, keys = "12. timers", timers.lab, timers.keys
+    timers.ping(QUEUED)
+    found = timers.initiations(2)
+    if not found:
+        raise Failed("a had given up its handshake; a packet came from its TUN, and a sent no "
+                     "initiation within 2 s", "new data starts a new handshake at once (the "
+                     "paper, section 6.4)", section)
+    response, session = respond(found[-1], keys.b, keys.a_public, os.urandom(4))
+    since = time.time()
+    lab.inject(response, source=MALLORY)
+    try:
+        netns.wait_for(lambda: bool(timers.carried(session, since, QUEUED)), "", 2)
+    except TimeoutError:
+        lab.alive("after the check answered its initiation")
+        raise Failed("a ping was read from a's TUN while a had no session; the check answered "
+                     "the initiation that followed, and a never sent that ping",
+                     "a packet read while there is no session waits in a queue, and is sent "
+                     "once the handshake is done (wireguard-go device/send.go, "
+                     "SendStagedPackets)", section) from None
+    if timers.carried(session, since, LOST):
+        raise Failed("a sent a packet it had queued for the handshake it gave up",
+                     "a handshake given up drops what waited for it (wireguard-go "
+                     "device/timers.go, expiredRetransmitHandshake)", section)
+    if timers.carried(session, since, QUEUED) != [MALLORY]:
+        raise Failed(f"the check answered a's initiation from {MALLORY}; a sent the packet "
+                     f"that waited to {timers.carried(session, since, QUEUED)[0]}",
+                     "an authentic response moves the peer, as a transport message does "
+                     "(wireguard-go device/receive.go)", "10. transport")
+    session.counter = 0
+    return session
+
+
+def send_as_b(timers: TimerLab, session: Session, packet: bytes = b"") -> None:
+    timers.lab.inject(transport(session, packet, session.counter))
+    session.counter += 1
+
+
+def echo_reply(sequence: int) -> bytes:
+    """An echo reply from b to a, which a's kernel takes and answers with nothing: data."""
+    request = echo_request(sequence)
+    icmp = b"\x00" + request[21:22] + bytes(2) + request[24:]
+    return request[:20] + icmp[:2] + struct.pack("!H", wire.checksum(icmp)) + icmp[4:]
+
+
+def check_rekey_on_sending(timers: TimerLab, session: Session) -> Session:
+    """The passive keep-alive at 10 s; no new handshake while idle or at 119 s; one when a
+    sends at 150 s. Returns the session the check makes then."""
+    section, lab, clock = "12. timers", timers.lab, timers.clock
+    made = clock.now
+    clock.set(made + 1)
+    send_as_b(timers, session, echo_reply(1))
+    for after, wanted in ((KEEPALIVE_TIMEOUT - 0.1, False), (KEEPALIVE_TIMEOUT + 0.5, True)):
+        since = time.time()
+        timers.wake(made + 1 + after, f"{after} s after data came in")
+        time.sleep(0.2 if wanted else 0)
+        kept = [m for _, m in lab.sent(since) if open_transport(m, session) and
+                open_transport(m, session)[1] == b""]  # type: ignore[index]
+        if bool(kept) != wanted:
+            raise Failed(f"data came in (an echo reply: a's kernel answers nothing); "
+                         f"{after} s later by a's clock, a had " +
+                         ("already sent a keep-alive" if kept else "sent no keep-alive"),
+                         "a passive keep-alive: an empty transport message KEEPALIVE_TIMEOUT "
+                         "(10 s) after data came in, if a sent nothing since (the paper, "
+                         "section 6.5; wireguard-go device/timers.go)", section)
+    for age, wanted in ((119, False), (150, True)):
+        timers.wake(made + age, f"{age} s after the session was made")
+        if age == 150 and timers.initiations():
+            raise Failed("a started a new handshake 150 s into a session, with nothing to "
+                         "send", "an idle tunnel stays silent: the initiator rekeys when it "
+                         "SENDS on a session 120 s old (the paper, section 6.2)", section)
+        since = time.time()
+        timers.ping(QUEUED)
+        if not timers.carried(session, since, QUEUED):
+            raise Failed(f"a did not send a ping on its session {age} s old",
+                         "a session is used to send until REJECT_AFTER_TIME (180 s)", section)
+        found = timers.initiations(2 if wanted else 0.3)
+        if bool(found) != wanted:
+            raise Failed(f"a sent a ping on a session it initiated, {age} s old by its clock, "
+                         + ("and started a new handshake" if found else "and started no new "
+                            "handshake"), "a new handshake by the session's initiator when it "
+                         "sends on a session REKEY_AFTER_TIME (120 s) old, not before (the "
+                         "paper, section 6.2; wireguard-go device/send.go, "
+                         "keepKeyFreshSending)", section)
+        send_as_b(timers, session)  # a keep-alive back: the peer is there
+    response, newer = respond(found[-1], timers.keys.b, timers.keys.a_public, os.urandom(4))
+    lab.inject(response)
+    time.sleep(0.3)
+    return newer
+
+
+def check_rekey_on_receiving(timers: TimerLab, session: Session) -> None:
+    """Keep-alives from b at 160 and 166 s: a new handshake only after the second; at 181 s the
+    session takes nothing more, and a sends nothing with it."""
+    section, lab, clock = "12. timers", timers.lab, timers.clock
+    made = clock.now
+    for age, wanted in ((160, False), (166, True)):
+        clock.set(made + age)
+        send_as_b(timers, session)
+        found = timers.initiations(2 if wanted else 0.4)
+        if bool(found) != wanted:
+            raise Failed(f"b sent a keep-alive on a session a initiated, {age} s old by a's "
+                         "clock; a " + ("started" if found else "did not start") +
+                         " a new handshake", "a new handshake by the initiator when it "
+                         "receives on a session REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - "
+                         "REKEY_TIMEOUT = 165 s old, not before (wireguard-go "
+                         "device/receive.go, keepKeyFreshReceiving)", section)
+    a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+    clock.set(made + 181)
+    since = time.time()
+    send_as_b(timers, session, echo_request(21))
+    time.sleep(0.5)
+    lab.alive("after the check sent an echo request on a session 181 s old")
+    if any(echo(p) == (8, ECHO_ID, 21) for p in a_tun.written()):
+        raise Failed("the check sent an echo request on a session 181 s old by a's clock; a "
+                     "wrote it to its TUN", "no session is used after REJECT_AFTER_TIME "
+                     "(180 s): its keys receive nothing more, as they send nothing more "
+                     "(the paper, section 6.2; wireguard-go device/receive.go)", section)
+    timers.ping(QUEUED)
+    if any(open_transport(m, session) is not None or m[4:8] == session.mine
+           for _, m in lab.sent(since) if m[:4] == TRANSPORT):
+        raise Failed("a sent a transport message on a session 181 s old by its clock",
+                     "no session is used after REJECT_AFTER_TIME (180 s)", section)
+
+
+def through_wireguard_go_across_a_rekey(lab: WireGuardLab, clock: Clock, section: str) -> None:
+    """wireguard-go in b; a's clock runs; 20 pings, and a's clock jumps 130 s mid-way: a
+    rekeys with wireguard-go, and no ping is lost, the first (sent before any session) too."""
+    lab.start_peer()  # without a's address: it answers, a initiates
+    clock.run_ahead(0)
+    lab.start_tinyvpn(clock=clock)
+    pinging = netns.start(lab.hosts, "a", "ping", "-c", "20", "-i", "0.2", "-W", "2",
+                          TUNNEL["b"][0], name="ping")
+    time.sleep(2)
+    jumped = time.time()
+    clock.run_ahead(130)
+    pinging.wait(20)
+    lab.alive("while pings crossed, through wireguard-go")
+    answered = {int(n) for n in re.findall(r"icmp_seq=(\d+)",
+                                           netns.output(lab.hosts, "ping", "out"))}
+    lost = sorted(set(range(1, 21)) - answered)
+    if lost:
+        raise Failed(f"through wireguard-go, 20 pings a second apart by five, a's clock moved "
+                     f"130 s ahead after 2 s: pings {lost[:8]} were lost",
+                     "none lost: the first waits in the queue for the handshake; the new "
+                     "handshake after 120 s goes on while the old session carries traffic",
+                     section)
+    if not any(m[:4] == RESPONSE for _, m in lab.cable.timed(B, A, jumped)):
+        raise Failed("a's clock moved 130 s ahead while it sent pings through wireguard-go; "
+                     "no new handshake followed", "a new handshake when the initiator sends "
+                     "on a session 120 s old (REKEY_AFTER_TIME)", section)
 
 
 def seconds(times: list) -> str:
