@@ -524,12 +524,12 @@ def check_handshake(program: Path) -> None:
         read_initiation(first, keys.b, keys.a_public, "a")
         again_at, again = lab.await_message(
             INITIATION, first_at + 0.01, 8, "second initiation while the first went "
-            "unanswered", "another initiation every 5 s (REKEY_TIMEOUT) until one is "
-            "answered", section)
+            "unanswered", "another initiation, a new one, after 5 s (REKEY_TIMEOUT) and 0 to "
+            "333 ms of jitter", section)
         if not 4.5 <= again_at - first_at <= 6.5:
             raise Failed(f"a's unanswered initiation was sent again after "
-                         f"{again_at - first_at:.1f} s", "again after 5 s (REKEY_TIMEOUT)",
-                         section)
+                         f"{again_at - first_at:.1f} s",
+                         "again after 5 s (REKEY_TIMEOUT) and 0 to 333 ms", section)
         initiation = read_initiation(again, keys.b, keys.a_public, "a's second initiation")
         if again[4:40] == first[4:40]:
             raise Failed("a's second initiation has the same index and ephemeral key as its "
@@ -740,7 +740,8 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
                      f"to {source}: only an authentic, new message moves the peer", section)
     if len(padded) % 16:
         raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
-                     "a multiple of 16 bytes before it is sealed", section)
+                     "a multiple of 16 bytes (never past the MTU) before it is sealed",
+                     section)
 
 
 def reply(lab: WireGuardLab, session: Session, sequence: int, since: float) -> Optional[tuple]:
@@ -783,7 +784,7 @@ def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
     if len(a_tun.written()) > before:
         raise Failed(f"{'mallory' if source == MALLORY else 'the check'} sent {what}; a wrote "
                      "a packet from it to its TUN", "only an authentic transport message "
-                     "(its tag checked first), never seen before (rung 3's window on its "
+                     "(its tag checked first), never seen before (a replay window on its "
                      "counter), reaches the TUN", "10. transport")
     lines = [line for line in lab.said().splitlines() if f"(from {source}:" in line]
     if not lines or "DROP" not in lines[-1].upper():
@@ -946,7 +947,7 @@ def with_a_restarted_peer(lab: WireGuardLab) -> None:
                      "a replay changes nothing: the session in use goes on", section)
 
 
-# --- Rung 12: timers (slow: about 3.5 minutes) ------------------------------------------
+# --- Rung 12: timers (slow: about 4 minutes) --------------------------------------------
 
 UNREACHABLE = 12  # seconds before wireguard-go starts: a's first initiations go unanswered
 PINGS = 215  # one a second: 200 or more after the first answer, past REKEY_AFTER_TIME (120 s)
@@ -969,16 +970,17 @@ def check_timers(program: Path) -> None:
         if not answered:
             raise Failed(f"wireguard-go started {UNREACHABLE} s after a; a sent initiations at "
                          f"{seconds(initiations)} s; no ping was ever answered",
-                         "an unanswered initiation is sent again every 5 s (REKEY_TIMEOUT), "
-                         "as long as the peer does not answer", section)
+                         "an unanswered initiation is followed by a new one after 5 s "
+                         "(REKEY_TIMEOUT) and 0 to 333 ms, for 90 s (REKEY_ATTEMPT_TIME)",
+                         section)
         lost = sorted(set(range(answered[0], PINGS + 1)) - set(answered))
         if lost:
             raise Failed(f"of the pings after the first answer (at {answered[0]} s), those "
                          f"sent about {seconds(lost[:8])} s after a started were lost; a sent "
                          f"initiations at {seconds(initiations)} s",
-                         "a new handshake by the session's initiator after 120 s "
-                         "(REKEY_AFTER_TIME), while the old session still carries traffic: "
-                         "none lost", section)
+                         "a new handshake by the session's initiator when it sends on a session "
+                         "120 s old (REKEY_AFTER_TIME), while the old session still carries "
+                         "traffic: none lost", section)
         check_no_old_session(lab, started)
 
 
