@@ -531,12 +531,12 @@ def check_handshake(program: Path) -> None:
         read_initiation(first, keys.b, keys.a_public, "a")
         again_at, again = lab.await_message(
             INITIATION, first_at + 0.01, 8, "second initiation while the first went "
-            "unanswered", "another initiation every 5 s (REKEY_TIMEOUT) until one is "
-            "answered", section)
+            "unanswered", "another initiation, a new one, after 5 s (REKEY_TIMEOUT) and 0 to "
+            "333 ms of jitter", section)
         if not 4.5 <= again_at - first_at <= 6.5:
             raise Failed(f"a's unanswered initiation was sent again after "
-                         f"{again_at - first_at:.1f} s", "again after 5 s (REKEY_TIMEOUT)",
-                         section)
+                         f"{again_at - first_at:.1f} s",
+                         "again after 5 s (REKEY_TIMEOUT) and 0 to 333 ms", section)
         initiation = read_initiation(again, keys.b, keys.a_public, "a's second initiation")
         if again[8:40] == first[8:40]:
             raise Failed("a's second initiation has the same ephemeral key as its first"
@@ -822,7 +822,8 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
                      f"to {source}: only an authentic, new message moves the peer", section)
     if len(padded) % 16:
         raise Failed(f"a sealed a {len(padded)}-byte packet", "a packet padded with zeros to "
-                     "a multiple of 16 bytes before it is sealed", section)
+                     "a multiple of 16 bytes (never past the MTU) before it is sealed",
+                     section)
 
 
 def taken(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int, what: str,
@@ -884,7 +885,7 @@ def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
     if len(a_tun.written()) > before:
         raise Failed(f"{who} sent {what}; a wrote a packet from it to its TUN", should or
                      "only an authentic transport message (its tag checked first), never "
-                     "seen before (rung 3's window on its counter), reaches the TUN",
+                     "seen before (a replay window on its counter), reaches the TUN",
                      "10. transport")
     if source == MALLORY:
         lab.ping("a", 1, timeout=0.3)  # a seals an echo request for b: sent where?
