@@ -878,6 +878,8 @@ def main(argv: Optional[list] = None) -> int:
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
                  "iputils-ping nftables")
+    if args.keep_cable:
+        args.keep_cable.mkdir(parents=True, exist_ok=True)
     first = args.rungs if args.only else 1
     guides = " and ".join(dict.fromkeys(guide(rung) for rung in (first, args.rungs)))
     asked = f"rung {first}" if args.only else f"rungs 1 to {args.rungs}"
