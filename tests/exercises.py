@@ -6,6 +6,8 @@ mallory cannot use. As root, from the top of the checkout:
                                                 stopping at the first one not solved
     python3 tests/exercises.py 3                check rungs 1 to 3
     python3 tests/exercises.py --program FILE   check another file (a classmate's)
+    python3 tests/exercises.py --keep-cable DIR keep a failed check's cable in DIR as pcap, for
+                                                Wireshark (part two's with a key log)
 
 Each check runs the program for real, as the demo does: two hosts (network namespaces) joined
 by a cable, in rungs 1 and 4 with a NAT in front of a (nftables), real ping and TCP through the
