@@ -284,14 +284,14 @@ def lab(program: Path, stopped_clock: bool = False, nat: Optional[str] = None) -
         try:
             yield tunnel
         except Exception as symptom:
-            ladder.keep_cable(tunnel.cable.packets())
+            ladder.keep_cable(tunnel.cable.packets)
             crashed = tunnel.crashed(grace=0.3)
             if crashed:
                 raise crashed from symptom
             raise
         crashed = tunnel.crashed()
         if crashed:
-            ladder.keep_cable(tunnel.cable.packets())
+            ladder.keep_cable(tunnel.cable.packets)
             raise crashed
 
 

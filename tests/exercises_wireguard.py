@@ -529,7 +529,7 @@ def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
         try:
             yield lab
         except Exception:
-            ladder.keep_cable(lab.cable.packets(), lab.keylog())
+            ladder.keep_cable(lab.cable.packets, lab.keylog)
             raise
 
 

@@ -18,7 +18,7 @@ before any symptom it saw:
 import signal
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import wire
 
@@ -27,13 +27,14 @@ import wire
 KEEP: list = []  # [PATH] while one check runs; empty when nobody asked
 
 
-def keep_cable(seen: list, keylog: str = "") -> None:
-    """The packets of a failed check's cable, (time, IP packet) pairs, written to KEEP's file;
-    `keylog`, when given, beside it, for Wireshark to decrypt WireGuard with."""
+def keep_cable(packets: Callable[[], list], keylog: Callable[[], str] = lambda: "") -> None:
+    """Write a failed check's cable, packets() as (time, IP packet) pairs, to KEEP's file, and
+    keylog(), if any, beside it, for Wireshark to decrypt WireGuard with; when asked only."""
     if KEEP:
-        wire.write_pcap(f"{KEEP[0]}.pcap", seen)
-        if keylog:
-            Path(f"{KEEP[0]}.keylog").write_text(keylog)
+        wire.write_pcap(f"{KEEP[0]}.pcap", packets())
+        secrets = keylog()
+        if secrets:
+            Path(f"{KEEP[0]}.keylog").write_text(secrets)
 
 
 class Failed(Exception):

@@ -70,6 +70,19 @@ def test_tshark_reads_part_ones_datagram_as_udp_carrying_ip(tshark: None,
         f"{UNDERLAY['a'][0]},{TUNNEL['a'][0]}\t{UNDERLAY['b'][0]},{TUNNEL['b'][0]}\t{PORT}\t8"]
 
 
+def test_the_checker_keeps_the_cable_of_a_failed_check(root: None, tshark: None,
+                                                      tmp_path: Path) -> None:
+    """The shipped file fails rung 1 at once (no --keepalive): its cable is kept all the same,
+    and named, with the command that opens it."""
+    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "1", "--keep-cable",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)
+    pcap = tmp_path / "rung-1-keep-alive.pcap"
+    assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
+    assert f"(wireshark -d udp.port=={PORT},ip {pcap}; tcpdump -nr {pcap})" in run.stdout
+    assert not list(tmp_path.glob("*.keylog"))  # part one has no keys to give
+    read(pcap)  # tshark reads it, or raises
+
+
 def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
         tshark: None, solved: Solved, tmp_path: Path) -> None:
     """Solution 9 has no transport yet: rung 10 fails at the check's first echo request,
@@ -94,10 +107,10 @@ def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
 def test_a_cable_is_kept_only_when_the_learner_asked(tmp_path: Path) -> None:
     ladder.KEEP[:] = [tmp_path / "asked"]  # what --keep-cable does, for each check
     try:
-        ladder.keep_cable([], "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # what a failed check does
+        ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # a failed check
     finally:
         ladder.KEEP.clear()
-    ladder.keep_cable([], "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: nothing written
+    ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: none
     assert sorted(path.name for path in tmp_path.iterdir()) == ["asked.keylog", "asked.pcap"]
     assert (tmp_path / "asked.pcap").read_bytes() == wire.pcap_header()
 
