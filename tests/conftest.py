@@ -5,6 +5,7 @@ into a failure, so a CI run can never pass without having pushed traffic through
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -36,6 +37,17 @@ def root() -> None:
     missing = netns.missing_tools("ip", "ping")
     if missing:
         skip_or_fail(f"needs {', '.join(missing)}: apt-get install iproute2 iputils-ping")
+
+
+@pytest.fixture
+def tshark() -> None:
+    """Skip unless tshark is installed; in CI, fail."""
+    if shutil.which("tshark"):
+        return
+    reason = "needs tshark: apt-get install tshark"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (and CI is set)")
+    skip_or_fail(reason)
 
 
 @pytest.fixture

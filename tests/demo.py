@@ -9,6 +9,9 @@ an ordinary user where the kernel gives users namespaces of their own (netns.bec
                                     ... with these options for both tinyvpns (the exercises)
     python3 tests/demo.py --nat     ... with a behind a NAT that forgets an idle tunnel after
                                     3 s; --nat random: each new mapping gets a port of its own
+    python3 tests/demo.py --pcap FILE
+                                    ... keeping the cable's capture in FILE (by default
+                                    /tmp/tinyvpn-demo.pcap), for `wireshark FILE`
 
 Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
 mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
@@ -22,6 +25,7 @@ import shlex
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 import netns
@@ -52,9 +56,10 @@ def show_new_lines(hosts: Hosts, seen: dict, sides: str = "ab") -> None:
 
 
 NAT_FORGETS = 3  # seconds: a home router keeps a UDP mapping a minute or two; this one, 3 s
+PCAP = os.path.join(tempfile.gettempdir(), "tinyvpn-demo.pcap")
 
 
-def demo(keep: bool, options: list, nat: str = "") -> None:
+def demo(keep: bool, options: list, nat: str = "", pcap: str = PCAP) -> None:
     if netns.in_user_namespace():
         say("Not root: the demo runs as root of a user namespace of its own (unshare), with its "
             "own network\n   and its own /run; nobody else on this machine sees what it builds.")
@@ -81,8 +86,8 @@ def demo(keep: bool, options: list, nat: str = "") -> None:
         netns.bring_up_tunnel(hosts)
 
         say(f"a pings b's tunnel address {TUNNEL['b'][0]}: the packets go through tinyvpn")
-        recorder = netns.start(hosts, "b", sys.executable, WIRE, "record", f"{hosts.prefix}v",
-                               name="record")
+        netns.start(hosts, "b", sys.executable, WIRE, "record", f"{hosts.prefix}v", pcap,
+                    name="record")  # until the end: mallory's doing, too
         netns.wait_for(lambda: "listening" in netns.output(hosts, "record", "out"),
                        "the capture to start")
         result = netns.run(hosts, "a", "ping", "-c", "3", "-i", "0.5", TUNNEL["b"][0],
@@ -95,7 +100,6 @@ def demo(keep: bool, options: list, nat: str = "") -> None:
         if result.returncode != 0:
             raise SystemExit("demo: the ping did not get through; see the lines above")
 
-        netns.stop(recorder)
         show_on_the_wire(hosts)
         let_mallory_inject(hosts, seen)
         if keep:
@@ -106,6 +110,15 @@ def demo(keep: bool, options: list, nat: str = "") -> None:
             netns.stop(process)
         show_new_lines(hosts, seen)
     say("Namespaces, veth and TUN interfaces removed: nothing is left behind")
+    show_capture(pcap)
+
+
+def show_capture(pcap: str) -> None:
+    """Where the cable's capture is, and how to open it."""
+    say(f"Every packet on the cable at b's end is in {pcap} (pcap). Open it with\n"
+        f"   wireshark -d udp.port=={PORT},ip {pcap}    (-d: decode UDP port {PORT} as IP, to "
+        "see inside)\n"
+        f"   tcpdump -nr {pcap}                          (add -X for every byte, in hex)")
 
 
 def show_on_the_wire(hosts: Hosts) -> None:
@@ -200,6 +213,8 @@ def main() -> None:
     parser.add_argument("--nat", nargs="?", const="kept", choices=["kept", "random"],
                         help=f"put a behind a NAT that forgets an idle tunnel after {NAT_FORGETS}"
                         " s; 'random': each new mapping leaves from a port of its own")
+    parser.add_argument("--pcap", default=PCAP, metavar="FILE",
+                        help=f"where to write the cable's capture (default: {PCAP})")
     args = parser.parse_args()
     missing = netns.missing_tools("ip", "ping", *(["nft"] if args.nat else []))
     if missing:
@@ -208,7 +223,7 @@ def main() -> None:
     netns.become_root("demo")  # it creates network namespaces and TUN interfaces
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM as on Ctrl-C
     try:
-        demo(args.keep, shlex.split(args.options), args.nat or "")
+        demo(args.keep, shlex.split(args.options), args.nat or "", args.pcap)
     except KeyboardInterrupt:
         print("\ndemo: interrupted; everything was removed", file=sys.stderr)
 

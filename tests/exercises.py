@@ -8,6 +8,8 @@ of their own: netns.become_root), from the top of the checkout:
     python3 tests/exercises.py 3                check rungs 1 to 3
     python3 tests/exercises.py --program FILE   check another file (a classmate's)
     python3 tests/exercises.py --grade DIR      grade every learner in DIR (tests/classroom.py)
+    python3 tests/exercises.py --keep-cable DIR keep a failed check's cable in DIR as pcap, for
+                                                Wireshark (part two's with a key log)
 
 Each check runs the program for real, as the demo does: two hosts (network namespaces) joined
 by a cable, in rungs 1 and 4 with a NAT in front of a (nftables), real ping and TCP through the
@@ -42,6 +44,7 @@ from typing import Callable, Optional
 import classroom
 import exercises_crypto
 import exercises_wireguard
+import ladder
 import netns
 from ladder import Failed, crash, died
 from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
@@ -100,6 +103,10 @@ class Recorder:
                 d = json.loads(line)
                 seen.append(Seen(d["time"], d["out"], bytes.fromhex(d["hex"])))
         return [s for s in seen if since <= s.time < until]
+
+    def packets(self) -> list:
+        """(time, packet) of each packet seen, as wire.write_pcap takes them."""
+        return [(s.time, s.packet) for s in self.seen()]
 
     def datagrams(self, source: str, destination: str = "", since: float = 0,
                   until: float = float("inf")) -> list:
@@ -279,12 +286,14 @@ def lab(program: Path, stopped_clock: bool = False, nat: Optional[str] = None) -
         try:
             yield tunnel
         except Exception as symptom:
+            ladder.keep_cable(tunnel.cable.packets)
             crashed = tunnel.crashed(grace=0.3)
             if crashed:
                 raise crashed from symptom
             raise
         crashed = tunnel.crashed()
         if crashed:
+            ladder.keep_cable(tunnel.cable.packets)
             raise crashed
 
 
@@ -864,6 +873,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--program", type=Path, default=TINYVPN,
                         help="the tinyvpn.py to check (default: the checkout's)")
     classroom.add_options(parser)
+    parser.add_argument("--keep-cable", type=Path, metavar="FOLDER",
+                        help="keep a failed check's cable in FOLDER as pcap, for Wireshark")
     args = parser.parse_args(argv)
     if args.student_copy:
         return classroom.student_copy(args.student_copy)
@@ -872,6 +883,8 @@ def main(argv: Optional[list] = None) -> int:
     if missing:
         sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
                  "iputils-ping nftables")
+    if args.keep_cable:
+        args.keep_cable.mkdir(parents=True, exist_ok=True)
     if args.grade:
         last = args.rungs or len(RUNGS)
         return classroom.grade(args.grade, range(last if args.only else 1, last + 1),
@@ -885,6 +898,8 @@ def main(argv: Optional[list] = None) -> int:
     for rung in range(first, args.rungs + 1):
         name, _, section = RUNGS[rung - 1]
         started = time.monotonic()
+        kept = args.keep_cable and args.keep_cable.resolve() / f"rung-{rung}-{name}"
+        ladder.KEEP[:] = [kept] if kept else []
         failure = check(rung, args.program)
         took = f"{time.monotonic() - started:4.1f} s"
         if failure is None:
@@ -894,10 +909,23 @@ def main(argv: Optional[list] = None) -> int:
               f"      what happened: {failure.happened}\n"
               f"      what should:   {failure.should}\n"
               f"      reread:        {reread(rung, failure.section or section)}", flush=True)
+        show_kept(kept)
         print(f"Stopped at rung {rung}: {rung - first} of {args.rungs - first + 1} passed.")
         return 1
     print(f"All {args.rungs} rungs passed." if first < args.rungs else f"Rung {first} passed.")
     return 0
+
+
+def show_kept(kept: Optional[Path]) -> None:
+    """Where a failed check's cable is kept (--keep-cable), and how to open it."""
+    if kept and Path(f"{kept}.pcap").exists():
+        pcap, keylog = f"{kept}.pcap", f"{kept}.keylog"
+        decode = f"-d udp.port=={netns.PORT},ip"
+        if Path(keylog).exists():  # part two: WireGuard, which Wireshark decrypts with it
+            decode = f"-d udp.port=={netns.PORT},wg -o wg.keylog_file:{keylog}"
+        print(f"      the cable:     {pcap}\n"
+              f"                     (wireshark {decode} {pcap}; tcpdump -nr {pcap})",
+              flush=True)
 
 
 if __name__ == "__main__":

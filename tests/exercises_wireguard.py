@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import exercises_crypto as crypto
+import ladder
 import netns
 import wire
 from exercises_crypto import NINE
@@ -327,6 +328,10 @@ def describe(message: bytes) -> str:
     return f"a datagram of {len(message)} bytes starting {message[:8].hex(' ') or '(empty)'}"
 
 
+# Every ephemeral private key the check made in this lab, for the key log of a kept cable.
+MADE: list = []
+
+
 @dataclass
 class Session:
     """Keys and indexes of one session, seen from the checker's side."""
@@ -344,6 +349,7 @@ def respond(initiation: Initiation, responder: bytes, initiator: bytes,
     noise = Noise(b"")
     noise.chain, noise.hash = initiation.noise.chain, initiation.noise.hash
     ephemeral = os.urandom(32)
+    MADE.append(ephemeral)
     public = x25519(ephemeral)
     noise.ephemeral(public)
     noise.mix(x25519(ephemeral, initiation.ephemeral))
@@ -406,11 +412,14 @@ class WireGuardLab:
         self.tinyvpn: Optional[subprocess.Popen] = None
         self.peer: Optional[subprocess.Popen] = None
         self.mallory: list = []  # her address, once b's end of the cable has it
+        self.learners_keylog = hosts.logs / "tinyvpn.keylog"  # TINYVPN_KEYLOG, if it writes one
 
     def start_tinyvpn(self, *options: str, clock: Optional["Clock"] = None) -> subprocess.Popen:
         """a's tinyvpn -d, WireGuard's way (under `clock`, IPv4 only); Failed if it does not
         start."""
         command = clock.command(self.program) if clock else (sys.executable, str(self.program))
+        if ladder.KEEP:  # the learner wants to see the cable: their secrets too, if they can
+            command = ("env", f"TINYVPN_KEYLOG={self.learners_keylog}", *command)
         options = ("--private-key", str(self.keys.a_file), "--peer-key",
                    b64(self.keys.b_public), *options)
         try:
@@ -431,6 +440,15 @@ class WireGuardLab:
             if not clock or "nodad" not in command_line:
                 netns.sh(*command_line)
         return self.tinyvpn
+
+    def keylog(self) -> str:
+        """Every secret the check knows, in Wireshark's wg.keylog_file format (its
+        packet-wireguard.c): both static private keys (it made them), each ephemeral private
+        key it made, and the lines a's tinyvpn wrote to TINYVPN_KEYLOG, if it does."""
+        lines = [f"LOCAL_STATIC_PRIVATE_KEY = {b64(key)}\n" for key in (self.keys.a, self.keys.b)]
+        lines += [f"LOCAL_EPHEMERAL_PRIVATE_KEY = {b64(key)}\n" for key in MADE]
+        learners = self.learners_keylog
+        return "".join(lines) + (learners.read_text() if learners.exists() else "")
 
     def stop_tinyvpn(self) -> None:
         if self.tinyvpn:
@@ -513,7 +531,13 @@ def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
         raise Failed(f"this machine cannot check part two's rungs: {lacking}",
                      "a real WireGuard to talk to: wireguard-go and wg installed")
     with netns.two_hosts() as hosts:
-        yield WireGuardLab(hosts, program)
+        MADE.clear()
+        lab = WireGuardLab(hosts, program)
+        try:
+            yield lab
+        except Exception:
+            ladder.keep_cable(lab.cable.packets, lab.keylog)
+            raise
 
 
 # --- Rung 9: the handshake, as initiator --------------------------------------------------
@@ -952,6 +976,7 @@ def initiate(keys: Keys, stamp: bytes, initiator: Optional[bytes] = None) -> Ini
     """An initiation to a, from b (or from the private key `initiator`), timestamp `stamp`."""
     static = initiator or keys.b
     noise, ephemeral, index = Noise(keys.a_public), os.urandom(32), os.urandom(4)
+    MADE.append(ephemeral)
     noise.ephemeral(x25519(ephemeral))
     sealed = noise.seal(noise.mix(x25519(ephemeral, keys.a_public)), x25519(static))
     timestamp = noise.seal(noise.mix(x25519(static, keys.a_public)), stamp)

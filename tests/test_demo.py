@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_capture import INSIDE, read
 
 DEMO = Path(__file__).resolve().parent / "demo.py"
 
@@ -30,11 +31,17 @@ def processes_in(prefix: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def demo() -> subprocess.CompletedProcess:
+def pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the demo writes its capture: a file of this run's (--pcap), not the default one."""
+    return tmp_path_factory.mktemp("demo") / "cable.pcap"
+
+
+@pytest.fixture(scope="module")
+def demo(pcap: Path) -> subprocess.CompletedProcess:
     """One run of the demo, which the tests below read. (Without root it stops at once, and
     the `root` fixture skips the tests.)"""
-    return subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True,
-                          timeout=90)
+    return subprocess.run([sys.executable, str(DEMO), "--pcap", str(pcap)], capture_output=True,
+                          text=True, timeout=90)
 
 
 def test_the_demo_pings_through_the_tunnel_and_cleans_up(
@@ -116,3 +123,15 @@ def test_the_demo_behind_a_nat_pings_through_it_and_cleans_up(root: None) -> Non
     assert "port 5000 -> 5000, length 92 (8 + 84)" in out
     assert prefix not in namespaces()
     assert processes_in(prefix) == []
+
+
+def test_the_demos_capture_opens_in_tshark(root: None, tshark: None, pcap: Path,
+                                           demo: subprocess.CompletedProcess) -> None:
+    """The capture it names at the end holds the pings as they crossed: UDP carrying IP."""
+    assert f"is in {pcap} (pcap). Open it with\n   wireshark -d udp.port==5000,ip {pcap}" \
+        in demo.stdout
+    assert f"tcpdump -nr {pcap}" in demo.stdout
+    echoes = [line for line in read(pcap, *INSIDE) if line.endswith(("\t8", "\t0"))]
+    assert echoes[:2] == ["192.0.2.1,198.51.100.1\t192.0.2.2,198.51.100.2\t5000\t8",
+                          "192.0.2.2,198.51.100.2\t192.0.2.1,198.51.100.1\t5000\t0"]
+    assert len(echoes) == 7  # three pings, each answered, and b's answer to mallory's forgery

@@ -5,8 +5,10 @@ and forge or replay them as an attacker would. Standard library only.
     python3 tests/wire.py forge HOST SOURCE DESTINATION
                                                   send HOST:5000 one datagram holding an echo
                                                   request from SOURCE to DESTINATION
-    python3 tests/wire.py record INTERFACE        print every IP packet the interface carries,
-                                                  either way, one JSON line each, until ended
+    python3 tests/wire.py record INTERFACE [PCAP] print every IP packet the interface carries,
+                                                  either way, one JSON line each, until ended;
+                                                  and, given PCAP, write them to that file too,
+                                                  for `wireshark PCAP` or `tcpdump -r PCAP`
     python3 tests/wire.py send HOST HEX...        send HOST:5000 one datagram per HEX: its bytes
 
 Each runs inside a test host's namespace: `ip netns exec NAMESPACE python3 tests/wire.py ...`.
@@ -14,6 +16,7 @@ Each runs inside a test host's namespace: `ip netns exec NAMESPACE python3 tests
 
 import errno
 import json
+import os
 import socket
 import struct
 import sys
@@ -104,10 +107,13 @@ GSO_UDP_L4 = 5  # linux/virtio_net.h: a UDP GSO train, cut into gso_size datagra
 ETHERNET = 1  # ARPHRD_ETHER: a veth; a TUN (ARPHRD_NONE) has no link header
 
 
-def record(interface: str) -> None:
+def record(interface: str, pcap: str = "") -> None:
     """Print each IP packet `interface` carries as a JSON line: its time, whether it was
-    going out, and its bytes in hex. Glued UDP datagrams (GSO) are cut apart first."""
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ALL)) as tap:
+    going out, and its bytes in hex; and write it to the file `pcap`, if named. Glued UDP
+    datagrams (GSO) are cut apart first."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ALL)) as tap, \
+            open(pcap or os.devnull, "wb") as capture:
+        capture.write(pcap_header())
         # A virtio header before each frame says whether it is a GSO train, and its size.
         tap.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         tap.bind((interface, ALL))
@@ -124,18 +130,53 @@ def record(interface: str) -> None:
             packet = frame[10 + 14:] if link == ETHERNET else frame[10:]
             if packet[:1] and packet[0] >> 4 in (4, 6):
                 for part in cut(packet, gso_size if gso_type == GSO_UDP_L4 else 0):
-                    print(json.dumps({"time": time.time(), "out": kind == OUTGOING,
+                    now = time.time()
+                    capture.write(pcap_record(now, part))
+                    capture.flush()  # whole packets on disk: SIGTERM ends this loop
+                    print(json.dumps({"time": now, "out": kind == OUTGOING,
                                       "hex": part.hex()}), flush=True)
 
 
 def cut(packet: bytes, size: int) -> list:
     """A GSO train of IPv4 UDP datagrams of `size` bytes, as the separate packets of the
-    wire (their length fields left as they are); any other packet as itself."""
-    header = (packet[0] & 0x0F) * 4 + 8
+    wire, their length fields and IP checksum as the kernel writes them; any other packet as
+    itself. (The UDP checksum, which the NIC would fill in, stays as it is.)"""
+    header = (packet[0] & 0x0F) * 4
     if not size or packet[0] >> 4 != 4:
         return [packet]
-    return [packet[:header] + packet[start:start + size]
-            for start in range(header, len(packet), size)]
+    return [datagram(packet[:header], packet[header:header + 8], packet[start:start + size])
+            for start in range(header + 8, len(packet), size)]
+
+
+def datagram(ip: bytes, udp: bytes, payload: bytes) -> bytes:
+    """An IPv4 UDP datagram from these headers and `payload`, its lengths set to fit."""
+    ip = ip[:2] + struct.pack("!H", len(ip) + 8 + len(payload)) + ip[4:10] + bytes(2) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + udp[:4] + struct.pack("!H", 8 + len(payload)) + udp[6:] + payload
+
+
+# Classic libpcap files, which tcpdump and Wireshark read (pcap-savefile(5); the IETF's
+# draft-ietf-opsawg-pcap): a 24-byte file header, then a 16-byte header before each packet.
+PCAP_MAGIC = 0xA1B2C3D4  # written in the machine's byte order: readers learn it from this
+PCAP_VERSION = (2, 4)
+SNAPLEN = 262144  # the longest packet a record may hold
+LINKTYPE_RAW = 101  # tcpdump.org/linktypes.html: each packet is bare IPv4 or IPv6, no link header
+
+
+def pcap_header() -> bytes:
+    return struct.pack("=IHHiIII", PCAP_MAGIC, *PCAP_VERSION, 0, 0, SNAPLEN, LINKTYPE_RAW)
+
+
+def pcap_record(when: float, packet: bytes) -> bytes:
+    """One packet, seen at `when` (seconds since 1970), as a pcap record."""
+    seconds, microseconds = divmod(round(when * 1_000_000), 1_000_000)
+    return struct.pack("=IIII", seconds, microseconds, len(packet), len(packet)) + packet
+
+
+def write_pcap(path: str, packets: list) -> None:
+    """Write (time, packet) pairs, IP packets with no link header, as a pcap file."""
+    with open(path, "wb") as capture:
+        capture.write(pcap_header() + b"".join(pcap_record(*seen) for seen in packets))
 
 
 def send(host: str, *payloads: str) -> None:
