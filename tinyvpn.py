@@ -12,7 +12,7 @@ move it across, one IP packet in one UDP datagram.
 Read from the top: main() sets up both ends and calls relay(), that loop; then come the two
 ends, Local (the TUN) and Network (the socket), in the order a packet meets them: the code that
 runs. Where a refinement takes over (BatchingNetwork, on Linux 5.0 and later), it says so. The
-refinements follow under their headings: setting up, going fast, what -d prints, too big for
+refinements follow under their headings: going fast, what -d prints, setting up, too big for
 one datagram, stdio mode, the command line.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
@@ -212,109 +212,6 @@ class Network:
                 glued = self.buffer[:length]
                 for start in range(0, length, size):
                     yield glued[start:start + size], sender
-
-
-# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
-
-IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
-IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
-IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
-
-
-def open_tun(name: str) -> int:
-    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
-    try:
-        # Non-blocking, so that Local.read() can read until the queue is empty.
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
-        # The interface lives as long as the descriptor: it disappears when we exit.
-        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
-    except OSError as error:
-        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
-    return fd
-
-
-def make_ifreq(name: str) -> bytes:
-    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
-    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
-    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-
-
-def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
-    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
-    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
-    write_flag = 0x80000000 if bit_31 else 0x40000000
-    return write_flag | size << 16 | ord(letter) << 8 | number
-
-
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
-TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-
-def tun_error(name: str, error: OSError) -> str:
-    """Why open_tun() could not make interface `name`, and what to do about it."""
-    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
-                     "user $USER")
-    return {
-        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
-                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
-        errno.EPERM: no_permission, errno.EACCES: no_permission,
-        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
-                     "choose another INTERFACE name",
-        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
-                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
-    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
-
-
-# Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
-# that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max, then
-# doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
-RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
-
-
-def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
-        # sysctl default says.
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        everywhere = "::"
-    except OSError:  # this kernel has no IPv6: IPv4 only
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        everywhere = "0.0.0.0"
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
-    try:
-        sock.bind((everywhere, port))
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            fail(f"UDP port {port} is already in use: stop the program using it or choose "
-                 "another PORT")
-        if error.errno == errno.EACCES:
-            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
-        fail(f"cannot bind UDP port {port}: {error.strerror}")
-    return sock
-
-
-def resolve_peer(peer: str, port: int, family: int) -> Address:
-    """Look up `peer` once, and return the address every datagram will be sent to."""
-    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
-    try:
-        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
-    except socket.gaierror as error:
-        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
-    peer_family, _, _, _, address = found[0]
-    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
-        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
-    return address
-
-
-def fail(message: str) -> NoReturn:
-    """Stop with a one-line error on stderr and exit status 1."""
-    sys.exit(f"tinyvpn: {message}")
 
 
 # --- Going fast: batching ------------------------------------------------------------------
@@ -566,6 +463,109 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     if protocol in (ICMP, TCP, UDP, ICMPV6):
         return f"{name}, truncated header"
     return name
+
+
+# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
+
+IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
+IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
+IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
+
+
+def open_tun(name: str) -> int:
+    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
+    try:
+        # Non-blocking, so that Local.read() can read until the queue is empty.
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
+        # The interface lives as long as the descriptor: it disappears when we exit.
+        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
+    except OSError as error:
+        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
+    return fd
+
+
+def make_ifreq(name: str) -> bytes:
+    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
+    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
+    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+
+
+def ioctl_write_request(letter: str, number: int, size: int) -> int:
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
+    return write_flag | size << 16 | ord(letter) << 8 | number
+
+
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
+TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
+
+
+def tun_error(name: str, error: OSError) -> str:
+    """Why open_tun() could not make interface `name`, and what to do about it."""
+    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
+                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
+                     "user $USER")
+    return {
+        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
+                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
+        errno.EPERM: no_permission, errno.EACCES: no_permission,
+        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
+                     "choose another INTERFACE name",
+        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
+                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
+    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
+
+
+# Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
+# that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max, then
+# doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
+
+
+def open_udp_socket(port: int) -> socket.socket:
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
+        # sysctl default says.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        everywhere = "::"
+    except OSError:  # this kernel has no IPv6: IPv4 only
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        everywhere = "0.0.0.0"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
+    try:
+        sock.bind((everywhere, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            fail(f"UDP port {port} is already in use: stop the program using it or choose "
+                 "another PORT")
+        if error.errno == errno.EACCES:
+            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
+        fail(f"cannot bind UDP port {port}: {error.strerror}")
+    return sock
+
+
+def resolve_peer(peer: str, port: int, family: int) -> Address:
+    """Look up `peer` once, and return the address every datagram will be sent to."""
+    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
+    try:
+        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
+    except socket.gaierror as error:
+        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
+    peer_family, _, _, _, address = found[0]
+    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
+        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
+    return address
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with a one-line error on stderr and exit status 1."""
+    sys.exit(f"tinyvpn: {message}")
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
