@@ -164,8 +164,8 @@ class Local:
 
 class Network:
     """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
-    On Linux 5.0 and later, BatchingNetwork ("Going fast") runs instead: it sends a run of
-    packets in one call, which the kernel cuts into these same datagrams."""
+    On Linux 5.0 and later BatchingNetwork ("Going fast") sends instead: a run of packets in one
+    call, which the kernel cuts into these same datagrams; a lone one, a ping, by send_one()."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
@@ -275,7 +275,7 @@ class BatchingNetwork(Network):
             self.largest_glued = MAX_PACKET  # time to ask the kernel again
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
-            # reads the size as a 16-bit number (__u16, in net/ipv4/udp.c, __udp_cmsg_send).
+            # takes the size as exactly 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
             self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
                               self.peer)
         except OSError as error:  # refused whole: nothing of it was sent
