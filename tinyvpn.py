@@ -290,7 +290,7 @@ class BatchingNetwork(Network):
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs that one sendmsg() can carry: equal sizes (the last
-    may be shorter), GSO_MAX_SEGMENTS at most, and UDP_PAYLOAD_IPV4 bytes in all."""
+    may be shorter), GSO_MAX_SEGMENTS at most, and UDP_PAYLOAD_IPV4 bytes, one datagram's."""
     run: list[memoryview] = []
     size = total = 0  # the run's datagram size, and its bytes so far
     for packet in packets:
