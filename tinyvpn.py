@@ -9,14 +9,11 @@ move it across, one IP packet in one UDP datagram.
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-relay() below is that loop. Around it: a wake-up moves every packet waiting (up to a batch), a
-packet the kernel refuses is dropped without ending the tunnel, one too big for a datagram is
-answered as a router would, the local end may be stdin and stdout instead of a TUN, -d prints
-every packet, and Ctrl-C or SIGTERM ends it cleanly.
-
-Read in order: the loop, its two ends, main(). The sections after main() ("Going fast:
-batching", "What -d prints", "Too big for one datagram", "The command line") are refinements
-a first reading may skip.
+Read from the top: main() sets up both ends and calls relay(), that loop; then come the two
+ends, Local (the TUN) and Network (the socket), in the order a packet meets them: the code that
+runs. Where a refinement takes over (BatchingNetwork, on Linux 5.0 and later), it says so. The
+refinements follow under their headings: going fast, what -d prints, setting up, too big for
+one datagram, stdio mode, the command line.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -46,76 +43,103 @@ MAX_PACKET = 65535
 # one way cannot starve the other way.
 BATCH = 64
 
-Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
+
+# --- main, and the loop it runs -----------------------------------------------------------
 
 
-# --- The loop ------------------------------------------------------------------------------
+def main(argv: Optional[list[str]] = None) -> int:
+    """Set up both ends, then relay until Ctrl-C or SIGTERM; exit status 0."""
+    signals = stop_on_signals()  # first: Ctrl-C and SIGTERM then end relay() (see there)
+    args = parse_arguments(argv)
+    stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
+    log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
+    try:
+        tun = None if stdio else open_tun(args.interface)
+        sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
+        peer = resolve_peer(args.peer, args.port, sock.family)
+        largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
+        local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
+        # Linux 5.0 and later can batch: there BatchingNetwork runs ("Going fast"), with fewer
+        # system calls per packet and the same datagrams on the wire; elsewhere Network.
+        batching = enable_batching(sock)
+        network = BatchingNetwork(sock, peer, log) if batching else Network(sock, peer, log)
+        relay(local, network, signals)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see relay()): the normal way to stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
+        if error.errno == errno.EBADFD and not stdio:  # the TUN's descriptor has no device now
+            fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
+        fail(error.strerror or str(error))
+    if log:
+        log.goodbye()
+    return 0
 
 
 def relay(local: "Local", network: "Network", signals: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    Ctrl-C or SIGTERM makes `signals` readable and ends the loop (see stop_on_signals)."""
-    watched: list[Any] = [local, network, signals]
+    Ctrl-C or SIGTERM raises KeyboardInterrupt in here, ending it; main() catches that.
+    `signals` is watched only so that a signal wakes select() at once: see stop_on_signals."""
+    # select() takes descriptors, or objects whose fileno() returns one (Local, Network).
     while True:
-        ready, _, _ = select.select(watched, [], [])  # sleeps, using no CPU, until one is readable
+        ready, _, _ = select.select([local, network, signals], [], [])  # sleeps till one's ready
         if local in ready:
-            packets = local.read()
-            if packets is None:  # stdin ended (a TUN never does): stop reading it, like netcat
-                watched.remove(local)
-            else:
-                network.send(packets)  # each packet -> one datagram to the peer
+            network.send(local.read())  # each packet -> one datagram to the peer
         if network in ready:
             for packet, sender in network.receive():  # each datagram, from anyone -> one packet
                 local.write(packet, sender)
 
 
-# --- The local end: a TUN interface (or stdin and stdout) ----------------------------------
+def stop_on_signals() -> int:
+    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a pipe that they make readable."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
+    # Python runs a handler between two steps of Python code. A signal that lands after the
+    # last step before select() starts would wait for the next packet: forever, on an idle
+    # tunnel. So Python also writes a byte into this pipe, which wakes select() at once.
+    readable, written = os.pipe()
+    os.set_blocking(written, False)  # a signal must never block on a full pipe
+    signal.set_wakeup_fd(written)
+    return readable
+
+
+# --- The local end: the TUN interface ------------------------------------------------------
+
+Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
 
 
 class Local:
-    """This host's end of the tunnel: a TUN interface, or stdin and stdout in stdio mode."""
+    """This host's end of the tunnel: a TUN interface (in stdio mode, Stdio: see below)."""
 
-    def __init__(self, read_fd: int, write_fd: int, reads: int, read_size: int,
-                 log: Optional["Log"]) -> None:
-        self.read_fd, self.write_fd, self.log = read_fd, write_fd, log
-        self.reads, self.read_size = reads, read_size  # per wake-up; bytes asked of each read
-        self.largest = read_size  # a longer packet fits in no datagram: see "Too big", below
-        # The packets of one wake-up lie one after another in this buffer; none is copied later.
-        self.buffer = memoryview(bytearray(2 * read_size))
+    def __init__(self, tun: int, largest: int, log: Optional["Log"]) -> None:
+        self.read_fd = self.write_fd = tun  # one descriptor, read and written
+        self.largest, self.log = largest, log  # the longest packet one datagram carries
 
     def fileno(self) -> int:  # what select() watches
         return self.read_fd
 
-    def read(self) -> Optional[list[memoryview]]:
-        """The packets waiting, up to `reads` of them; None once stdin has ended."""
+    def read(self) -> list[memoryview]:
+        """The packets waiting in the TUN, up to BATCH of them (memoryviews, as sent)."""
         packets: list[memoryview] = []
-        end = 0
-        while len(packets) < self.reads and end <= self.read_size:  # room for one more read
+        while len(packets) < BATCH:
             try:
-                # One read of a TUN returns exactly one packet, never two or half of one.
-                # readv() rather than read(): it fills our buffer instead of making a new one.
-                length = os.readv(self.read_fd, [self.buffer[end:end + self.read_size]])
-            except BlockingIOError:  # the TUN's queue is empty (it is non-blocking: see open_tun)
+                packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
+            except BlockingIOError:  # none left (the TUN is non-blocking: see open_tun)
                 break
-            if length == 0:  # end of file: only stdin ends
-                return packets or None
-            if length > self.largest:  # it would fit in no datagram: tell its sender instead
-                self.answer_too_big(self.buffer[end:end + length])
+            if len(packet) > self.largest:  # it would fit in no datagram: tell its sender
+                self.answer_too_big(packet)
                 continue
-            packets.append(self.buffer[end:end + length])
-            end += length
-        if self.log:  # only -d pays for counting and printing
-            for packet in packets:
-                self.log.sent(packet)
+            packets.append(packet)
+            if self.log:
+                self.log.read(packet)
         return packets
 
     def write(self, packet: memoryview, sender: Address) -> None:
-        """Hand one packet to the kernel (or stdout); if it is refused, drop it and go on."""
+        """Hand one packet to the kernel; if it is refused, drop it and go on."""
         try:
             written = os.write(self.write_fd, packet)  # a TUN takes a whole packet at once
-            while written < len(packet):  # a pipe may take it in pieces
+            while written < len(packet):  # stdout (stdio mode) may take it in pieces
                 written += os.write(self.write_fd, packet[written:])
-        except BrokenPipeError:  # stdout was closed: nobody is left to read, so stop
+        except BrokenPipeError:  # stdout's reader has gone (stdio mode): nobody left, so stop
             raise
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
             if self.log:
@@ -131,75 +155,17 @@ class Local:
             with suppress(OSError):
                 os.write(self.write_fd, answer)
         if self.log:
-            self.log.sent(packet)
+            self.log.read(packet)
             self.log.not_sent(packet, f"over {self.largest} B: answered 'too big'")
-
-
-IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
-IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
-IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
-
-
-def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
-    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
-    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
-    write_flag = 0x80000000 if bit_31 else 0x40000000
-    return write_flag | size << 16 | ord(letter) << 8 | number
-
-
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
-TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-
-def make_ifreq(name: str) -> bytes:
-    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
-    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
-    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-
-
-def fail(message: str) -> NoReturn:
-    """Stop with a one-line error on stderr and exit status 1."""
-    sys.exit(f"tinyvpn: {message}")
-
-
-def open_tun(name: str) -> int:
-    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
-    no_permission = (
-        "not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), or first "
-        f"create one owned by your user: ip tuntap add dev {name} mode tun user $USER")
-    try:
-        # Non-blocking, so that Local.read() can read until the queue is empty.
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-    except FileNotFoundError:
-        fail("/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the device "
-             "(docker run --device /dev/net/tun --cap-add NET_ADMIN ...)")
-    except PermissionError:
-        fail(no_permission)
-    try:
-        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
-        # The interface lives as long as the descriptor: it disappears when we exit.
-        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
-    except OSError as error:
-        os.close(fd)
-        if error.errno == errno.EPERM:
-            fail(no_permission)
-        if error.errno == errno.EBUSY:
-            fail(f"interface {name} is busy: another program has it open; stop it, or choose "
-                 "another INTERFACE name")
-        if error.errno == errno.EINVAL:  # the name is taken by a device of another kind
-            fail(f"cannot create TUN interface {name}: an interface of another type (veth, "
-                 "TAP, ...) has that name; choose another INTERFACE name")
-        fail(f"cannot create TUN interface {name}: {error.strerror}")
-    return fd
 
 
 # --- The network end: one UDP socket, and the peer's address -------------------------------
 
 
 class Network:
-    """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone."""
+    """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
+    On Linux 5.0 and later BatchingNetwork ("Going fast") sends instead: a run of packets in one
+    call, which the kernel cuts into these same datagrams; a lone one, a ping, by send_one()."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
@@ -216,138 +182,63 @@ class Network:
     def send_one(self, packet: memoryview) -> None:
         """Send one packet as one datagram; if that fails, drop it and go on."""
         try:
-            self.sock.sendto(packet, self.peer)
+            self.sock.sendto(packet, self.peer)  # longer than the link's MTU: as IP fragments
         except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
+            return
+        if self.log:
+            self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting (up to BATCH of them), each with the address it came from."""
+        """The datagrams waiting, each with the address it came from: up to BATCH reads."""
         for _ in range(BATCH):
             try:
                 # MSG_DONTWAIT: this call returns at once when nothing is queued (the socket
                 # itself stays blocking, so that a full send buffer makes sendto() wait).
-                length, sender = self.sock.recvfrom_into(self.buffer, MAX_PACKET,
-                                                         socket.MSG_DONTWAIT)
+                length, control, flags, sender = self.sock.recvmsg_into(
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            # The buffer holds the longest UDP payload (65,527 bytes, over IPv6): never cut.
-            yield self.buffer[:length], sender
-
-
-RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
-
-
-def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
-        # sysctl default says.
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        everywhere = "::"
-    except OSError:  # this kernel has no IPv6: IPv4 only
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        everywhere = "0.0.0.0"
-    # Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
-    # that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max,
-    # then doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    try:
-        sock.bind((everywhere, port))
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            fail(f"UDP port {port} is already in use: stop the program using it or choose "
-                 "another PORT")
-        if error.errno == errno.EACCES:
-            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
-        fail(f"cannot bind UDP port {port}: {error.strerror}")
-    return sock
-
-
-def resolve_peer(peer: str, port: int, family: int) -> Address:
-    """Look up `peer` once, and return the address every datagram will be sent to."""
-    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
-    try:
-        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
-    except socket.gaierror as error:
-        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
-    peer_family, _, _, _, address = found[0]
-    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
-        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
-    return address
-
-
-# --- main ----------------------------------------------------------------------------------
-
-# The most one read of stdin may take, to fit in one UDP datagram (a batch obeys it too):
-MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Set up both ends, then relay until Ctrl-C or SIGTERM; exit status 0."""
-    signals = stop_on_signals()
-    args = parse_arguments(argv)
-    stdio = args.interface == "stdio"
-    log = Log(stdio) if args.d else None
-    try:
-        if stdio:  # stdin stays blocking, so it is read once per wake-up
-            for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
-                if stream is None:  # started with <&- or >&-: Python has no stream for it
-                    fail(f"stdio mode needs {name}, but it is closed")
-            local = Local(sys.stdin.fileno(), sys.stdout.fileno(), 1, MAX_UDP_PAYLOAD, log)
-        else:
-            tun = open_tun(args.interface)
-            local = Local(tun, tun, BATCH, MAX_PACKET, log)
-        sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
-        peer = resolve_peer(args.peer, args.port, sock.family)
-        local.largest = min(local.largest, largest_payload(peer))
-        relay(local, (BatchingNetwork if can_batch(sock) else Network)(sock, peer, log), signals)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
-        if error.errno == errno.EBADFD and not stdio:  # the TUN's descriptor has no device now
-            fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
-        fail(error.strerror or str(error))
-    if log:
-        log.goodbye()
-    return 0
-
-
-def stop_on_signals() -> int:
-    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a descriptor that select() can
-    watch, readable once one of them has arrived."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
-    # Python runs a handler between two steps of Python code. A signal that lands after the
-    # last step before select() starts would wait for the next packet: forever, on an idle
-    # tunnel. So Python also writes a byte into this pipe, which wakes select() at once.
-    readable, written = os.pipe()
-    os.set_blocking(written, False)  # a signal must never block on a full pipe
-    signal.set_wakeup_fd(written)
-    return readable
+            if flags & socket.MSG_TRUNC:  # longer than the buffer: never write half a packet
+                if self.log:
+                    self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
+            elif not control:  # one datagram
+                yield self.buffer[:length], sender
+            else:  # GRO on (Linux 5.0 and later: "Going fast"): datagrams of `size` bytes, glued
+                # (the last may be shorter); the control message gives `size` as a C int
+                # (include/net/udp.h, udp_cmsg_recv).
+                size = struct.unpack("=i", control[0][2])[0]
+                glued = self.buffer[:length]
+                for start in range(0, length, size):
+                    yield glued[start:start + size], sender
 
 
 # --- Going fast: batching ------------------------------------------------------------------
 # Each packet costs system calls, and in Python each call costs microseconds: per packet, not
-# per byte. Linux can glue datagrams together at the socket. One sendmsg() with UDP_SEGMENT
-# hands the kernel a buffer and a size, and the kernel cuts it into separate datagrams of that
-# size (GSO, Linux 4.18). With UDP_GRO on a socket, one recvmsg() may return several same-size
-# datagrams, glued, with their size beside them (GRO, Linux 5.0). The wire does not change:
-# the peer still gets one datagram per packet. wireguard-go and QUIC stacks go fast this way.
+# per byte. Linux can glue datagrams together inside the host. One sendmsg() with UDP_SEGMENT
+# hands the kernel a buffer and a size, and the kernel cuts it into datagrams of that size
+# (GSO, Linux 4.18); with UDP_GRO on, one recvmsg() may return several same-size datagrams,
+# glued, with their size (GRO, Linux 5.0: Network.receive() cuts them apart). The peer still
+# gets one datagram per packet: the wire does not change. wireguard-go goes fast this way.
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-# linux/udp.h UDP_MAX_SEGMENTS: the most datagrams one sendmsg() may make. 64 until Linux 6.9
-# (2024; some older series got it in stable updates) raised it to 128. 64 works on every
-# kernel, and for packets over 1 KiB, 65,507 bytes cap a run first anyway.
+GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for UDP_GRO's control message
+# linux/udp.h UDP_MAX_SEGMENTS, the most datagrams one sendmsg() may make: 64, until Linux 6.9
+# (2024, and some older series' stable updates) raised it to 128. 64 works everywhere, and for
+# packets over 1 KiB, UDP_PAYLOAD_IPV4 bytes cap a run first anyway.
 GSO_MAX_SEGMENTS = 64
-GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that control message: one int
-RETRY_GLUED = 1.0  # seconds: a refused batch size costs one refused call a second at most
+# A run is refused whole with EMSGSIZE when its datagrams, with their headers, exceed the path
+# MTU (EINVAL before 2025), and before Linux 6.11 with EIO for a device that cannot checksum it.
+GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
+# After a refusal, runs as large go one by one for RETRY_GLUED seconds, then the kernel is asked
+# again: the path MTU may have come back up (a route changed, or one learned from ICMP expired).
+RETRY_GLUED = 1.0  # a refused size costs one refused call a second at most
 
 
-def can_batch(sock: socket.socket) -> bool:
-    """Turn on GRO; False if this kernel (before 5.0, or not Linux) lacks GSO or GRO."""
+def enable_batching(sock: socket.socket) -> bool:
+    """Turn GRO on for `sock`; return whether this kernel batches (False before Linux 5.0)."""
     try:
         sock.getsockopt(socket.SOL_UDP, UDP_SEGMENT)  # ENOPROTOOPT where GSO is unknown
         sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
@@ -357,18 +248,13 @@ def can_batch(sock: socket.socket) -> bool:
 
 
 class BatchingNetwork(Network):
-    """The network end, sending runs of equal-size packets with one sendmsg() each (GSO), and
-    reading several datagrams with one recvmsg() (GRO). A run the kernel refuses is sent again
-    one datagram at a time: batching never loses a packet."""
+    """The network end, sending runs of equal-size packets with one sendmsg() each (GSO); it
+    receives as Network does. A run the kernel refuses is sent again one datagram at a time:
+    batching never loses a packet."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         super().__init__(sock, peer, log)
-        # The kernel refuses a batch whose datagrams, with their headers, exceed the path MTU
-        # (EMSGSIZE; EINVAL before 2025), and before Linux 6.11 one for a device that
-        # cannot checksum it (EIO). Runs of that size or larger then go one by one until
-        # RETRY_GLUED seconds later, when the kernel is asked again: the path MTU may have
-        # come back up (a route changed, or one learned from ICMP expired).
-        self.largest_glued = MAX_PACKET
+        self.largest_glued = MAX_PACKET  # runs of longer packets go one by one, for now
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
@@ -388,47 +274,30 @@ class BatchingNetwork(Network):
                 return
             self.largest_glued = MAX_PACKET  # time to ask the kernel again
         try:
-            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams.
+            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
+            # takes the size as exactly 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
             self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
                               self.peer)
         except OSError as error:  # refused whole: nothing of it was sent
-            if error.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
+            if error.errno in GLUED_REFUSED:
                 self.largest_glued = size - 1
                 self.retry_at = time.monotonic() + RETRY_GLUED
             super().send(run)
-
-    def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting, each with its sender; one read may hold several of them."""
-        for _ in range(BATCH):
-            try:
-                length, control, flags, sender = self.sock.recvmsg_into(
-                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            if flags & socket.MSG_TRUNC:  # longer than the buffer: never write half a packet
-                if self.log:
-                    self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-                continue
-            if not control:  # one datagram
-                yield self.buffer[:length], sender
-                continue
-            # The one control message we asked for, UDP_GRO: datagrams of `size` bytes glued
-            # together (the last may be shorter).
-            size = struct.unpack("=i", control[0][2])[0]
-            glued = self.buffer[:length]
-            for start in range(0, length, size):
-                yield glued[start:start + size], sender
+            return
+        if self.log:
+            self.log.sent(*run)
 
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs that one sendmsg() can carry: equal sizes (the last
-    may be shorter), GSO_MAX_SEGMENTS at most, and MAX_UDP_PAYLOAD bytes in all."""
+    may be shorter), GSO_MAX_SEGMENTS at most, and UDP_PAYLOAD_IPV4 bytes, one datagram's."""
     run: list[memoryview] = []
-    size = total = 0
+    size = total = 0  # the run's datagram size, and its bytes so far
     for packet in packets:
-        fits = (run and len(packet) <= size and len(run[-1]) == size
-                and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= MAX_UDP_PAYLOAD)
-        if not fits:
+        joins = (run and len(run[-1]) == size  # a shorter packet ends a run: none may follow it
+                 and len(packet) <= size  # as long as the others, or shorter, as a last one
+                 and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4)
+        if not joins:
             if run:
                 yield run
             run, size, total = [], len(packet), 0
@@ -453,11 +322,14 @@ class Log:
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
         self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
 
-    def sent(self, packet: memoryview) -> None:
+    def read(self, packet: memoryview) -> None:
         """A packet read from the local end, on its way to the peer."""
-        self.sent_packets += 1
-        self.sent_bytes += len(packet)
         self.show(self.outgoing, packet, "", "")
+
+    def sent(self, *packets: memoryview) -> None:
+        """Packets the kernel took, to the peer: counted in the summary."""
+        self.sent_packets += len(packets)
+        self.sent_bytes += sum(len(packet) for packet in packets)
 
     def not_sent(self, packet: memoryview, dropped: str) -> None:
         """A packet the network end could not send after all: why it was dropped."""
@@ -520,8 +392,7 @@ class Log:
 
 
 def refused(what: str, error: OSError) -> str:
-    """Why -d says a packet was dropped when the kernel refused it: 'write EIO (Input/output
-    error)'."""
+    """Why -d says the kernel refused a packet: 'write EIO (Input/output error)'."""
     return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
 
 
@@ -594,24 +465,129 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     return name
 
 
-# --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A UDP datagram carries at most 65,507 bytes over IPv4 (65,535 - 20 - 8) and 65,527 over IPv6
-# (whose length field leaves out its 40-byte header). A TUN's MTU may be 65,535, so a packet
-# read from it may fit in no datagram. A router that cannot forward a packet because it is too
-# big drops it and tells the sender, in an ICMP message, the largest size that fits: IPv4
-# "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel
-# remembers that size for the destination, its path MTU (for 10 minutes, by default: sysctl
-# net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. This is path MTU
-# discovery. tinyvpn does what a router does: it writes that message into the TUN, as if it
-# came from the packet's destination.
+# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
 
+IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
+IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
+IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
+
+
+def open_tun(name: str) -> int:
+    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
+    try:
+        # Non-blocking, so that Local.read() can read until the queue is empty.
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
+        # The interface lives as long as the descriptor: it disappears when we exit.
+        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
+    except OSError as error:
+        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
+    return fd
+
+
+def make_ifreq(name: str) -> bytes:
+    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
+    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
+    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+
+
+def ioctl_write_request(letter: str, number: int, size: int) -> int:
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
+    return write_flag | size << 16 | ord(letter) << 8 | number
+
+
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
+TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
+
+
+def tun_error(name: str, error: OSError) -> str:
+    """Why open_tun() could not make interface `name`, and what to do about it."""
+    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
+                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
+                     "user $USER")
+    return {
+        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
+                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
+        errno.EPERM: no_permission, errno.EACCES: no_permission,
+        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
+                     "choose another INTERFACE name",
+        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
+                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
+    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
+
+
+# Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
+# that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max, then
+# doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
+
+
+def open_udp_socket(port: int) -> socket.socket:
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
+        # sysctl default says.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        everywhere = "::"
+    except OSError:  # this kernel has no IPv6: IPv4 only
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        everywhere = "0.0.0.0"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
+    try:
+        sock.bind((everywhere, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            fail(f"UDP port {port} is already in use: stop the program using it or choose "
+                 "another PORT")
+        if error.errno == errno.EACCES:
+            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
+        fail(f"cannot bind UDP port {port}: {error.strerror}")
+    return sock
+
+
+def resolve_peer(peer: str, port: int, family: int) -> Address:
+    """Look up `peer` once, and return the address every datagram will be sent to."""
+    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
+    try:
+        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
+    except socket.gaierror as error:
+        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
+    peer_family, _, _, _, address = found[0]
+    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
+        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
+    return address
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with a one-line error on stderr and exit status 1."""
+    sys.exit(f"tinyvpn: {message}")
+
+
+# --- Too big for one datagram: path MTU discovery ------------------------------------------
+# An IP packet is 65,535 bytes at most, so a UDP datagram carries 65,535 - 20 (IPv4 header) - 8
+# (UDP header) bytes at most over IPv4, and 65,535 - 8 over IPv6 (whose length field leaves out
+# its 40-byte header); on a 1500-byte link it goes as IP fragments, put back together by the
+# peer's kernel. A TUN's MTU may be 65,535, so a packet read from it may fit in no datagram. A
+# router that cannot forward a packet because it is too big drops it and tells the sender, in
+# an ICMP message, the largest size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6
+# "packet too big" (RFC 8201). The sender's kernel remembers that size for the destination, its
+# path MTU (10 minutes, by default: sysctl net.ipv4.route.mtu_expires), and TCP sends smaller
+# segments from then on. tinyvpn does what a router does: it writes that message into the TUN,
+# as if it came from the packet's destination.
+
+UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = 65535 - 20 - 8, 65535 - 8  # 65,507 and 65,527 bytes
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
 
 
 def largest_payload(peer: Address) -> int:
     """The most bytes one UDP datagram to `peer` can carry."""
     ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
-    return 65535 - 20 - 8 if ipv4 else 65535 - 8
+    return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
 
 
 def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
@@ -650,6 +626,30 @@ def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2)
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
+
+
+# --- stdio mode: stdin and stdout instead of a TUN -----------------------------------------
+
+
+class Stdio(Local):
+    """The local end in stdio mode: each read of stdin goes to the peer as one datagram (any
+    bytes, not only IP packets), and each datagram received is written to stdout."""
+
+    def __init__(self, largest: int, log: Optional["Log"]) -> None:
+        for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+            if stream is None:  # started with <&- or >&-: Python has no stream for it
+                fail(f"stdio mode needs {name}, but it is closed")
+        super().__init__(sys.stdin.fileno(), largest, log)
+        self.write_fd = sys.stdout.fileno()
+
+    def read(self) -> list[memoryview]:
+        """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
+        chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
+        if not chunk:  # stdin ended. Like netcat, go on receiving; watch, from now on, the
+            self.read_fd, self.unread = os.pipe()  # end of a pipe that nobody writes to
+        elif self.log:
+            self.log.read(chunk)
+        return [chunk] if chunk else []
 
 
 # --- The command line ----------------------------------------------------------------------

@@ -19,11 +19,12 @@ from traffic import ping, tcp_transfer, udp_burst
 
 import tinyvpn
 
-# tinyvpn as it runs on a kernel without UDP GSO/GRO (before Linux 5.0): can_batch() says no,
-# so main() uses the plain Network, one system call per datagram.
+# tinyvpn as it runs on a kernel without UDP GSO/GRO (before Linux 5.0): enable_batching() says
+# no, so main() uses the plain Network, one system call per datagram.
 WITHOUT_BATCHING = (sys.executable, "-c", "import sys; "
                     f"sys.path.insert(0, {str(TINYVPN.parent)!r}); import tinyvpn; "
-                    "tinyvpn.can_batch = lambda sock: False; sys.exit(tinyvpn.main(sys.argv[1:]))")
+                    "tinyvpn.enable_batching = lambda sock: False; "
+                    "sys.exit(tinyvpn.main(sys.argv[1:]))")
 
 
 def packets_of(*sizes: int) -> list:
@@ -43,7 +44,7 @@ def receiver() -> Iterator[socket.socket]:
 def batching_sender(to: socket.socket) -> tinyvpn.BatchingNetwork:
     """tinyvpn's network end, on a port of its own, sending to the socket `to`."""
     sock = tinyvpn.open_udp_socket(0)
-    assert tinyvpn.can_batch(sock), "this kernel has no UDP GSO/GRO (Linux 5.0 or later)"
+    assert tinyvpn.enable_batching(sock), "this kernel has no UDP GSO/GRO (Linux 5.0 or later)"
     peer = tinyvpn.resolve_peer("127.0.0.1", to.getsockname()[1], sock.family)
     return tinyvpn.BatchingNetwork(sock, peer, None)
 
@@ -61,7 +62,7 @@ def test_the_kernel_cuts_one_sendmsg_into_datagrams_and_gro_glues_them_back() ->
     # The receiving socket asks for GRO: on loopback a GSO train arrives whole, so one recvmsg()
     # returns all of it, with the segment size beside it. That proves it left as one sendmsg().
     with tinyvpn.open_udp_socket(0) as sock:
-        assert tinyvpn.can_batch(sock)  # which turns GRO on
+        assert tinyvpn.enable_batching(sock)  # which turns GRO on
         sender = batching_sender(sock)
         sent = packets_of(*[1200] * 20, 7)
         sender.send(sent)

@@ -134,11 +134,12 @@ WRONG = [
      "written = os.write(self.write_fd, packet) if packet else 0",
      "written = os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
     (1, "a timer that sending does not reset",
-     "network.send(packets)  # each packet -> one datagram to the peer\n"
-     "                last_sent = time.monotonic()\n",
-     "network.send(packets)\n", "while it was sending a ping every 0.2 s"),
-    (1, "a polling loop", "select.select(watched, [], [], timeout)",
-     "select.select(watched, [], [], 0.01 if keepalive else None)", "a polling loop"),
+     "network.send(local.read())  # each packet -> one datagram to the peer\n"
+     "            last_sent = time.monotonic()\n",
+     "network.send(local.read())\n", "while it was sending a ping every 0.2 s"),
+    (1, "a polling loop", "select.select([local, network, signals], [], [], timeout)",
+     "select.select([local, network, signals], [], [], 0.01 if keepalive else None)",
+     "a polling loop"),
     (1, "-d says keepalive", "return \"keep-alive\"", "return \"keepalive\"",
      "b's -d line for a keep-alive"),
     (1, "keep-alives sent from a socket of their own", "network.send([memoryview(b\"\")])",

@@ -129,6 +129,7 @@ def test_a_packet_that_cannot_be_sent_is_shown_dropped_and_counted(hosts: Hosts)
     assert lines[read + 1].startswith(request)
     assert lines[read + 1].endswith("DROPPED: send ENETUNREACH (Network is unreachable)")
     assert "dropped: send ENETUNREACH (Network is unreachable) " in lines[-1]
+    assert lines[-1].startswith("tinyvpn: sent 0 packets (0 B), ")  # none was really sent
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
