@@ -347,7 +347,7 @@ SOLUTIONS = "tests/exercises/solutions"
 # tests/test_classroom.py finds every test that uses the solutions and checks that it is here.
 WITH_SOLUTIONS = ("tests/test_exercises.py", "tests/test_exercises_crypto.py",
                   "tests/test_exercises_wireguard.py", "tests/test_classroom.py",
-                  "tests/test_rootless.py", ".ci/run")
+                  "tests/test_rootless.py", "tests/test_capture.py", ".ci/run")
 NOTE = """\
 # The reference solutions are not in this copy
 

@@ -11,7 +11,7 @@ an ordinary user where the kernel gives users namespaces of their own (netns.bec
                                     3 s; --nat random: each new mapping gets a port of its own
     python3 tests/demo.py --pcap FILE
                                     ... keeping the cable's capture in FILE (by default
-                                    /tmp/tinyvpn-demo.pcap), for `wireshark FILE`
+                                    cable.pcap in a new folder of /tmp), for `wireshark FILE`
 
 Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
 mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
@@ -56,10 +56,15 @@ def show_new_lines(hosts: Hosts, seen: dict, sides: str = "ab") -> None:
 
 
 NAT_FORGETS = 3  # seconds: a home router keeps a UDP mapping a minute or two; this one, 3 s
-PCAP = os.path.join(tempfile.gettempdir(), "tinyvpn-demo.pcap")
 
 
-def demo(keep: bool, options: list, nat: str = "", pcap: str = PCAP) -> None:
+def new_pcap() -> str:
+    """A capture file of this run's own: another user's, or an older run's, is never reused."""
+    return os.path.join(tempfile.mkdtemp(prefix="tinyvpn-demo-"), "cable.pcap")
+
+
+def demo(keep: bool, options: list, nat: str = "", pcap: str = "") -> None:
+    pcap = pcap or new_pcap()
     if netns.in_user_namespace():
         say("Not root: the demo runs as root of a user namespace of its own (unshare), with its "
             "own network\n   and its own /run; nobody else on this machine sees what it builds.")
@@ -213,8 +218,9 @@ def main() -> None:
     parser.add_argument("--nat", nargs="?", const="kept", choices=["kept", "random"],
                         help=f"put a behind a NAT that forgets an idle tunnel after {NAT_FORGETS}"
                         " s; 'random': each new mapping leaves from a port of its own")
-    parser.add_argument("--pcap", default=PCAP, metavar="FILE",
-                        help=f"where to write the cable's capture (default: {PCAP})")
+    parser.add_argument("--pcap", default="", metavar="FILE",
+                        help="where to write the cable's capture (default: cable.pcap in a new "
+                             "folder of /tmp)")
     args = parser.parse_args()
     missing = netns.missing_tools("ip", "ping", *(["nft"] if args.nat else []))
     if missing:
