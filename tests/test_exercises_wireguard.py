@@ -56,8 +56,9 @@ def test_part_two_has_four_reference_solutions_small_but_the_handshake() -> None
     sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS if rung_of(patch) >= 9}
     assert all(size <= 80 for name, size in sizes.items() if name != names[0]), sizes
     # The handshake cannot be cut in smaller pieces a check could confirm; the guide says why.
+    # About 12 of its lines are the optional key log for Wireshark (TINYVPN_KEYLOG).
     guide = (TESTS / "exercises" / "part-two.md").read_text()
-    assert sizes[names[0]] <= 170 and "**The patch is bigger than 80 lines**" in guide
+    assert sizes[names[0]] <= 180 and "**The patch is bigger than 80 lines**" in guide
 
 
 def test_the_checkers_own_arithmetic_matches_the_rfcs() -> None:
