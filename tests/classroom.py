@@ -39,7 +39,7 @@ PROJECT = HERE.parent
 WIREGUARD_SOCKETS = Path("/var/run/wireguard")  # wireguard-go's, named after its interface
 
 # Seconds a learner's check of one rung may take before the grader stops it: a solved file
-# takes at most 12 s for each rung but the last, and 216 s for rung 12 (tests/exercises/
+# takes at most 15 s for each rung but the last, and about 40 s for rung 12 (tests/exercises/
 # TEACHERS.md); a failing check waits for answers that never come, up to about 30 s more.
 ALLOWED = {12: 400}
 ALLOWED_PER_RUNG = 60
