@@ -19,7 +19,7 @@ import netns  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """Tests that take minutes first: under `pytest -n`, they then run beside all the rest."""
+    """The slowest tests (marked `minutes`) first: under `pytest -n`, others run beside them."""
     items.sort(key=lambda item: item.get_closest_marker("minutes") is None)
 
 

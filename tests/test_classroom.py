@@ -47,6 +47,7 @@ def grade(folder: Path, *options: str) -> tuple:
 
 
 @pytest.mark.ladder
+@pytest.mark.minutes
 def test_a_teacher_grades_a_class_of_five(root: None, solved: Solved, tmp_path: Path) -> None:
     missing = netns.missing_tools("wg")
     if missing:  # rung 8's check makes keys with wg

@@ -146,6 +146,7 @@ def test_the_shipped_file_fails_part_two_for_want_of_its_options(
 
 
 @pytest.mark.ladder
+@pytest.mark.minutes
 def test_rung_12_passes_solution_12_and_fails_11_which_has_no_timers(
         wireguard: None, solved: Solved) -> None:
     # Each check takes under a minute: a's clock is the check's (libfaketime).
