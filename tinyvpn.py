@@ -10,8 +10,8 @@ move it across, one IP packet in one UDP datagram.
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
 Read from the top: main() sets up both ends and calls relay(), that loop; then come the two
-ends, Local (the TUN) and Network (the socket), in the order a packet meets them: the code that
-runs. Where a refinement takes over (BatchingNetwork, on Linux 5.0 and later), it says so. The
+ends, Local (the TUN) and Network (the socket), in the order a packet meets them. On Linux 5.0
+and later BatchingNetwork, right after Network, does the sending: the same datagrams. The
 refinements follow under their headings: going fast, what -d prints, setting up, too big for
 one datagram, stdio mode, the command line.
 
@@ -55,7 +55,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # after the TUN: a bound port means we are ready
+        sock = open_udp_socket(args.port)  # last: once the port is bound, the TUN exists too
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
@@ -112,13 +112,13 @@ class Local:
 
     def __init__(self, tun: int, largest: int, log: Optional["Log"]) -> None:
         self.read_fd = self.write_fd = tun  # one descriptor, read and written
-        self.largest, self.log = largest, log  # the longest packet one datagram carries
+        self.largest, self.log = largest, log  # largest: the longest packet a datagram takes
 
     def fileno(self) -> int:  # what select() watches
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH of them (memoryviews, as sent)."""
+        """The packets waiting in the TUN, up to BATCH of them: one read, one packet."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
             try:
@@ -169,7 +169,7 @@ class Network:
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
-        self.buffer = memoryview(bytearray(MAX_PACKET))  # reused for every datagram received
+        self.buffer = memoryview(bytearray(MAX_PACKET))  # reused: relay() writes each out first
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
@@ -206,8 +206,8 @@ class Network:
             elif not control:  # one datagram
                 yield self.buffer[:length], sender
             else:  # GRO on (Linux 5.0 and later: "Going fast"): datagrams of `size` bytes, glued
-                # (the last may be shorter); the control message gives `size` as a C int
-                # (include/net/udp.h, udp_cmsg_recv).
+                # (the last may be shorter); control[0] is (level, type, data), and data is
+                # `size` as a C int (include/net/udp.h, udp_cmsg_recv).
                 size = struct.unpack("=i", control[0][2])[0]
                 glued = self.buffer[:length]
                 for start in range(0, length, size):
@@ -250,7 +250,7 @@ def enable_batching(sock: socket.socket) -> bool:
 class BatchingNetwork(Network):
     """The network end, sending runs of equal-size packets with one sendmsg() each (GSO); it
     receives as Network does. A run the kernel refuses is sent again one datagram at a time:
-    batching never loses a packet."""
+    batching loses no packet that sending one by one would not."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         super().__init__(sock, peer, log)
@@ -478,7 +478,7 @@ def open_tun(name: str) -> int:
         # Non-blocking, so that Local.read() can read until the queue is empty.
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
         # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
-        # The interface lives as long as the descriptor: it disappears when we exit.
+        # One we create lives as long as the descriptor; one made by ip tuntap add stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
         fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
@@ -520,7 +520,7 @@ def tun_error(name: str, error: OSError) -> str:
     }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
 
 
-# Room for bursts: the default buffer (~208 KiB) holds ~90 full-size packets, and a datagram
+# Room for bursts: the default buffer (~208 KiB) holds ~90 datagrams of 1500 B, and a datagram
 # that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max, then
 # doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
 RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
