@@ -123,7 +123,7 @@ class Local:
         while len(packets) < BATCH:
             try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
-            except BlockingIOError:  # none left (the TUN is non-blocking: see open_tun)
+            except BlockingIOError:  # none left: open_tun() made reads return, not wait
                 break
             if len(packet) > self.largest:  # it would fit in no datagram: tell its sender
                 self.answer_too_big(packet)
@@ -194,8 +194,8 @@ class Network:
         """The datagrams waiting, each with the address it came from: up to BATCH reads."""
         for _ in range(BATCH):
             try:
-                # MSG_DONTWAIT: this call returns at once when nothing is queued (the socket
-                # itself stays blocking, so that a full send buffer makes sendto() wait).
+                # Into our buffer: its length, control messages (GRO's size), flags, sender.
+                # MSG_DONTWAIT: none queued, it raises at once (sendto() waits on a full buffer).
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
