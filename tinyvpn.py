@@ -10,10 +10,10 @@ move it across, one IP packet in one UDP datagram.
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
 Read from the top: main() sets up both ends and calls relay(), that loop; then come the two
-ends, Local (the TUN) and Network (the socket), in the order a packet meets them. On Linux 5.0
-and later BatchingNetwork, right after Network, does the sending: the same datagrams. The
-refinements follow under their headings: going fast, what -d prints, setting up, too big for
-one datagram, stdio mode, the command line.
+ends, Local (the TUN) and Network (the socket), in the order a packet meets them: a ping takes
+exactly that path. The refinements follow under their headings, each named where the path
+hands over to it: going fast (a burst in fewer system calls, the same datagrams), what -d
+prints, setting up, too big for one datagram, stdio mode, the command line.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -37,11 +37,12 @@ from typing import Any, NoReturn, Optional
 
 __version__ = "1.1.0"
 
-# The longest packet a TUN gives (its MTU is 65535 at most), and longer than any UDP payload.
+# An IP packet's length is a 16-bit field: 65,535 bytes at most; a TUN's MTU is no larger.
 MAX_PACKET = 65535
-# Under load, one wake-up moves up to BATCH packets each way: fewer select() calls, and a flood
-# one way cannot starve the other way.
-BATCH = 64
+# One UDP datagram carries that less the UDP header (8 bytes) and, over IPv4, the IP header (20);
+# IPv6's length field leaves out its own header. A longer packet: see "Too big", below.
+UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
+BATCH = 64  # the most packets one wake-up moves each way: a flood one way never starves the other
 
 
 # --- main, and the loop it runs -----------------------------------------------------------
@@ -55,14 +56,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # last: once the port is bound, the TUN exists too
+        sock = open_udp_socket(args.port)  # after the TUN: a bound port says both are there
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
-        # Linux 5.0 and later can batch: there BatchingNetwork runs ("Going fast"), with fewer
-        # system calls per packet and the same datagrams on the wire; elsewhere Network.
-        batching = enable_batching(sock)
-        network = BatchingNetwork(sock, peer, log) if batching else Network(sock, peer, log)
+        network = Network(sock, peer, log)
         relay(local, network, signals)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see relay()): the normal way to stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
@@ -134,18 +132,14 @@ class Local:
         return packets
 
     def write(self, packet: memoryview, sender: Address) -> None:
-        """Hand one packet to the kernel; if it is refused, drop it and go on."""
+        """Hand one packet, from `sender`, to the kernel; if it is refused, drop it, go on."""
         try:
-            written = os.write(self.write_fd, packet)  # a TUN takes a whole packet at once
-            while written < len(packet):  # stdout (stdio mode) may take it in pieces
-                written += os.write(self.write_fd, packet[written:])
-        except BrokenPipeError:  # stdout's reader has gone (stdio mode): nobody left, so stop
-            raise
+            os.write(self.write_fd, packet)  # one write, one whole packet
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
             if self.log:
                 self.log.received(packet, sender, refused("write", error))
             return
-        if self.log:
+        if self.log:  # -d: the packet's line, as it arrived from `sender`
             self.log.received(packet, sender)
 
     def answer_too_big(self, packet: memoryview) -> None:
@@ -164,19 +158,23 @@ class Local:
 
 class Network:
     """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
-    On Linux 5.0 and later BatchingNetwork ("Going fast") sends instead: a run of packets in one
-    call, which the kernel cuts into these same datagrams; a lone one, a ping, by send_one()."""
+    A burst of packets goes out in fewer system calls where the kernel can cut it into the
+    same datagrams (Linux 5.0 and later): that is Glue, under "Going fast"."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
         self.buffer = memoryview(bytearray(MAX_PACKET))  # reused: relay() writes each out first
+        self.glue = Glue(self) if enable_batching(sock) else None  # None before Linux 5.0
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order."""
-        for packet in packets:
+        if self.glue and len(packets) > 1:  # a burst: glued where it can be ("Going fast")
+            self.glue.send(packets)
+            return
+        for packet in packets:  # a lone packet (a ping): one sendto()
             self.send_one(packet)
 
     def send_one(self, packet: memoryview) -> None:
@@ -194,7 +192,7 @@ class Network:
         """The datagrams waiting, each with the address it came from: up to BATCH reads."""
         for _ in range(BATCH):
             try:
-                # Into our buffer: its length, control messages (GRO's size), flags, sender.
+                # Into our buffer: its length, control messages (GRO's, below), flags, sender.
                 # MSG_DONTWAIT: none queued, it raises at once (sendto() waits on a full buffer).
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
@@ -203,15 +201,10 @@ class Network:
             if flags & socket.MSG_TRUNC:  # longer than the buffer: never write half a packet
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-            elif not control:  # one datagram
+            elif control:  # several datagrams, glued by the kernel (GRO): see "Going fast"
+                yield from unglue(self.buffer[:length], control, sender)
+            else:  # one datagram
                 yield self.buffer[:length], sender
-            else:  # GRO on (Linux 5.0 and later: "Going fast"): datagrams of `size` bytes, glued
-                # (the last may be shorter); control[0] is (level, type, data), and data is
-                # `size` as a C int (include/net/udp.h, udp_cmsg_recv).
-                size = struct.unpack("=i", control[0][2])[0]
-                glued = self.buffer[:length]
-                for start in range(0, length, size):
-                    yield glued[start:start + size], sender
 
 
 # --- Going fast: batching ------------------------------------------------------------------
@@ -219,15 +212,14 @@ class Network:
 # per byte. Linux can glue datagrams together inside the host. One sendmsg() with UDP_SEGMENT
 # hands the kernel a buffer and a size, and the kernel cuts it into datagrams of that size
 # (GSO, Linux 4.18); with UDP_GRO on, one recvmsg() may return several same-size datagrams,
-# glued, with their size (GRO, Linux 5.0: Network.receive() cuts them apart). The peer still
+# glued, with their size (GRO, Linux 5.0: unglue() cuts them apart). The peer still
 # gets one datagram per packet: the wire does not change. wireguard-go goes fast this way.
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for UDP_GRO's control message
-# linux/udp.h UDP_MAX_SEGMENTS, the most datagrams one sendmsg() may make: 64, until Linux 6.9
-# (2024, and some older series' stable updates) raised it to 128. 64 works everywhere, and for
-# packets over 1 KiB, UDP_PAYLOAD_IPV4 bytes cap a run first anyway.
+# linux/udp.h UDP_MAX_SEGMENTS, the most datagrams one sendmsg() may make: 64 (128 since Linux
+# 6.9). 64 works everywhere; for packets over 1 KiB, UDP_PAYLOAD_IPV4 bytes cap a run first.
 GSO_MAX_SEGMENTS = 64
 # A run is refused whole with EMSGSIZE when its datagrams, with their headers, exceed the path
 # MTU (EINVAL before 2025), and before Linux 6.11 with EIO for a device that cannot checksum it.
@@ -247,45 +239,50 @@ def enable_batching(sock: socket.socket) -> bool:
     return True
 
 
-class BatchingNetwork(Network):
-    """The network end, sending runs of equal-size packets with one sendmsg() each (GSO); it
-    receives as Network does. A run the kernel refuses is sent again one datagram at a time:
-    batching loses no packet that sending one by one would not."""
+def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
+           sender: Address) -> Iterator[tuple[memoryview, Address]]:
+    """Cut what GRO glued back into its datagrams: all of one size, the last maybe shorter."""
+    # control[0] is (level, type, data), and data is the size as a C int (include/net/udp.h,
+    # udp_cmsg_recv); the kernel adds it only when it glued.
+    size = struct.unpack("=i", control[0][2])[0]
+    for start in range(0, len(glued), size):
+        yield glued[start:start + size], sender
 
-    def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
-        super().__init__(sock, peer, log)
-        self.largest_glued = MAX_PACKET  # runs of longer packets go one by one, for now
+
+class Glue:
+    """Network's sending of a burst: runs of equal-size packets, one sendmsg() each (GSO). A run
+    the kernel refuses is sent again one datagram at a time: batching loses no packet that
+    sending one by one would not."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.largest = MAX_PACKET  # runs of longer packets go one by one until retry_at
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
         for run in equal_size_runs(packets):
-            if len(run) == 1:
-                self.send_one(run[0])
-            else:
-                self.send_glued(run)
+            if len(run) == 1 or not self.send_run(run):
+                for packet in run:
+                    self.network.send_one(packet)
 
-    def send_glued(self, run: list[memoryview]) -> None:
-        """Send `run` with one sendmsg(); if the kernel refuses, one datagram at a time."""
+    def send_run(self, run: list[memoryview]) -> bool:
+        """Send `run` with one sendmsg(); False if it was not sent (nothing of it was)."""
         size = len(run[0])
-        if size > self.largest_glued:  # refused before
-            if time.monotonic() < self.retry_at:  # not long ago: one by one still
-                super().send(run)
-                return
-            self.largest_glued = MAX_PACKET  # time to ask the kernel again
+        if size > self.largest and time.monotonic() < self.retry_at:  # refused a moment ago
+            return False
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
             # takes the size as exactly 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
-            self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
-                              self.peer)
-        except OSError as error:  # refused whole: nothing of it was sent
+            control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+            self.network.sock.sendmsg(run, control, 0, self.network.peer)
+        except OSError as error:  # refused whole
             if error.errno in GLUED_REFUSED:
-                self.largest_glued = size - 1
-                self.retry_at = time.monotonic() + RETRY_GLUED
-            super().send(run)
-            return
-        if self.log:
-            self.log.sent(*run)
+                self.largest, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
+            return False
+        if self.network.log:
+            self.network.log.sent(*run)
+        return True
 
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
@@ -408,12 +405,10 @@ PROTOCOLS = {0: "IPv6-hop-by-hop", ICMP: "ICMP", 2: "IGMP", TCP: "TCP", UDP: "UD
              ICMPV6: "ICMPv6"}
 ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request",
               11: "time-exceeded"}
-ICMPV6_TYPES = {
-    1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
-    128: "echo-request", 129: "echo-reply", 133: "router-solicitation",
-    134: "router-advertisement", 135: "neighbour-solicitation", 136: "neighbour-advertisement",
-    143: "MLDv2-report",
-}
+ICMPV6_TYPES = {1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
+                128: "echo-request", 129: "echo-reply", 133: "router-solicitation",
+                134: "router-advertisement", 135: "neighbour-solicitation",
+                136: "neighbour-advertisement", 143: "MLDv2-report"}
 TCP_FLAGS = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")]
 
 
@@ -530,8 +525,7 @@ def open_udp_socket(port: int) -> socket.socket:
     """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        # Dual stack: the IPv6 socket also receives IPv4 (as ::ffff:a.b.c.d), whatever the
-        # sysctl default says.
+        # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever the sysctl default says.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         everywhere = "::"
     except OSError:  # this kernel has no IPv6: IPv4 only
@@ -569,18 +563,16 @@ def fail(message: str) -> NoReturn:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# An IP packet is 65,535 bytes at most, so a UDP datagram carries 65,535 - 20 (IPv4 header) - 8
-# (UDP header) bytes at most over IPv4, and 65,535 - 8 over IPv6 (whose length field leaves out
-# its 40-byte header); on a 1500-byte link it goes as IP fragments, put back together by the
-# peer's kernel. A TUN's MTU may be 65,535, so a packet read from it may fit in no datagram. A
-# router that cannot forward a packet because it is too big drops it and tells the sender, in
-# an ICMP message, the largest size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6
-# "packet too big" (RFC 8201). The sender's kernel remembers that size for the destination, its
-# path MTU (10 minutes, by default: sysctl net.ipv4.route.mtu_expires), and TCP sends smaller
-# segments from then on. tinyvpn does what a router does: it writes that message into the TUN,
-# as if it came from the packet's destination.
+# A UDP datagram carries UDP_PAYLOAD_IPV4 or UDP_PAYLOAD_IPV6 bytes at most (see the top); on a
+# 1500-byte link a long one goes as IP fragments, put back together by the peer's kernel. A TUN's
+# MTU may be 65,535, so a packet read from it may fit in no datagram. A router that cannot forward
+# a packet because it is too big drops it and tells the sender, in an ICMP message, the largest
+# size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The
+# sender's kernel remembers that size for the destination, its path MTU (10 minutes, by default:
+# sysctl net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. tinyvpn does
+# what a router does: it writes that message into the TUN, as if it came from the packet's
+# destination.
 
-UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = 65535 - 20 - 8, 65535 - 8  # 65,507 and 65,527 bytes
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
 
 
@@ -650,6 +642,14 @@ class Stdio(Local):
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
+
+    def write(self, packet: memoryview, sender: Address) -> None:
+        """Write one datagram to stdout, whole: stdout, unlike a TUN, may take it in pieces."""
+        written = 0
+        while written < len(packet):  # BrokenPipeError: stdout's reader has gone; we stop too
+            written += os.write(self.write_fd, packet[written:])
+        if self.log:
+            self.log.received(packet, sender)
 
 
 # --- The command line ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from traffic import ping, tcp_transfer, udp_burst
 import tinyvpn
 
 # tinyvpn as it runs on a kernel without UDP GSO/GRO (before Linux 5.0): enable_batching() says
-# no, so main() uses the plain Network, one system call per datagram.
+# no, so the Network has no Glue: one system call per datagram.
 WITHOUT_BATCHING = (sys.executable, "-c", "import sys; "
                     f"sys.path.insert(0, {str(TINYVPN.parent)!r}); import tinyvpn; "
                     "tinyvpn.enable_batching = lambda sock: False; "
@@ -41,12 +41,12 @@ def receiver() -> Iterator[socket.socket]:
         yield sock
 
 
-def batching_sender(to: socket.socket) -> tinyvpn.BatchingNetwork:
+def batching_sender(to: socket.socket) -> tinyvpn.Network:
     """tinyvpn's network end, on a port of its own, sending to the socket `to`."""
     sock = tinyvpn.open_udp_socket(0)
     assert tinyvpn.enable_batching(sock), "this kernel has no UDP GSO/GRO (Linux 5.0 or later)"
     peer = tinyvpn.resolve_peer("127.0.0.1", to.getsockname()[1], sock.family)
-    return tinyvpn.BatchingNetwork(sock, peer, None)
+    return tinyvpn.Network(sock, peer, None)
 
 
 def test_a_run_of_equal_packets_arrives_as_separate_datagrams(receiver: socket.socket) -> None:
@@ -72,7 +72,7 @@ def test_the_kernel_cuts_one_sendmsg_into_datagrams_and_gro_glues_them_back() ->
         # The same again, read by tinyvpn's own receive(), which cuts it back into datagrams.
         sender.send(sent)
         got = [(bytes(packet), origin)
-               for packet, origin in tinyvpn.BatchingNetwork(sock, (), None).receive()]
+               for packet, origin in tinyvpn.Network(sock, (), None).receive()]
     with sender.sock:
         origin = ("::ffff:127.0.0.1", sender.sock.getsockname()[1], 0, 0)
     assert got == [(bytes(packet), origin) for packet in sent]
@@ -94,7 +94,7 @@ def test_a_datagram_longer_than_the_buffer_is_dropped_never_cut(
     # would not fit (MSG_TRUNC). Half a packet must never reach the TUN.
     with tinyvpn.open_udp_socket(0) as sock:
         log = Dropped()
-        network = tinyvpn.BatchingNetwork(sock, (), log)  # type: ignore[arg-type]
+        network = tinyvpn.Network(sock, (), log)  # type: ignore[arg-type]
         network.buffer = memoryview(bytearray(1000))
         port = sock.getsockname()[1]
         receiver.sendto(b"x" * 1001, ("127.0.0.1", port))

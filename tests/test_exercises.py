@@ -131,8 +131,9 @@ WRONG = [
       "struct.error: unpack requires a buffer of 2 bytes")),
     # The rest, by rung.
     (1, "keep-alives written to the TUN",
-     "written = os.write(self.write_fd, packet) if packet else 0",
-     "written = os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
+     "if packet:  # an empty datagram is a keep-alive, for nobody\n"
+     "                os.write(self.write_fd, packet)",
+     "os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
     (1, "a timer that sending does not reset",
      "network.send(local.read())  # each packet -> one datagram to the peer\n"
      "            last_sent = time.monotonic()\n",
