@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """tinyvpn: a tiny point-to-point VPN, written to be read.
 
-The whole idea is one loop: wait until the TUN interface or the UDP socket has something, then
-move it across, one IP packet in one UDP datagram.
+A TUN interface is a network interface whose wire is a program: each IP packet the kernel
+routes to it, one os.read() returns, whole; each one written arrives as if from a wire. Give it
+an address (ip address add 198.51.100.1/30 dev testvpn: the README) and its route sends a ping
+to 198.51.100.2 into the TUN. The whole idea is one loop: wait until the TUN or the UDP socket
+has something, then move it across, one IP packet in one UDP datagram, to the peer's real
+address, where its tinyvpn writes the packet into its own TUN.
 
     while True:
-        ready, _, _ = select.select([tun, sock], [], [])
+        ready, _, _ = select.select([tun, sock], [], [])  # sleep till one has something to read
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-Read from the top: main() sets up both ends and calls relay(), that loop; then come the two
-ends, Local (the TUN) and Network (the socket), in the order a packet meets them: a ping takes
-exactly that path. The refinements follow under their headings, each named where the path
-hands over to it: going fast (a burst in fewer system calls, the same datagrams), what -d
-prints, setting up, too big for one datagram, stdio mode, the command line.
+Read from the top: main() sets up both ends and calls relay(), that loop; then come its ends,
+Local (the TUN) and Network (the socket), in the order a ping meets them. Refinements follow
+under their headings, each named where the path hands over to it: going fast (a burst in fewer
+system calls, the same datagrams), what -d prints, setting up, too big, stdio, the command line.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -43,20 +46,21 @@ MAX_PACKET = 65535
 # IPv6's length field leaves out its own header. A longer packet: see "Too big", below.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most packets one wake-up moves each way: a flood one way never starves the other
+Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
 
 
 # --- main, and the loop it runs -----------------------------------------------------------
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Set up both ends, then relay until Ctrl-C or SIGTERM; exit status 0."""
-    signals = stop_on_signals()  # first: Ctrl-C and SIGTERM then end relay() (see there)
+    """Set up both ends, then relay until Ctrl-C or SIGTERM: exit status 0 (fail() exits 1)."""
+    signals = stop_on_signals()  # Ctrl-C and SIGTERM: each ends relay() cleanly (see there)
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # after the TUN: a bound port says both are there
+        sock = open_udp_socket(args.port)  # second: a bound port means the TUN is there
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
@@ -66,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
-        if error.errno == errno.EBADFD and not stdio:  # the TUN's descriptor has no device now
+        if error.errno == errno.EBADFD and not stdio:  # from Local.read(): the TUN is gone
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
         fail(error.strerror or str(error))
     if log:
@@ -76,9 +80,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def relay(local: "Local", network: "Network", signals: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    Ctrl-C or SIGTERM raises KeyboardInterrupt in here, ending it; main() catches that.
-    `signals` is watched only so that a signal wakes select() at once: see stop_on_signals."""
-    # select() takes descriptors, or objects whose fileno() returns one (Local, Network).
+    `signals` needs no branch: a signal makes it readable, which wakes select(); then Python
+    runs the handler, which raises KeyboardInterrupt out of here, into main()."""
+    # select(to read, to write, errors) takes descriptors, or objects whose fileno() gives one.
     while True:
         ready, _, _ = select.select([local, network, signals], [], [])  # sleeps till one's ready
         if local in ready:
@@ -91,9 +95,9 @@ def relay(local: "Local", network: "Network", signals: int) -> None:
 def stop_on_signals() -> int:
     """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a pipe that they make readable."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
-    # Python runs a handler between two steps of Python code. A signal that lands after the
-    # last step before select() starts would wait for the next packet: forever, on an idle
-    # tunnel. So Python also writes a byte into this pipe, which wakes select() at once.
+    # Python notes a signal at once but runs its handler between two bytecodes: a signal that
+    # lands after the last one before select() starts would wait for the next packet, forever
+    # on an idle tunnel. So Python also writes a byte into this pipe, which wakes select().
     readable, written = os.pipe()
     os.set_blocking(written, False)  # a signal must never block on a full pipe
     signal.set_wakeup_fd(written)
@@ -102,24 +106,23 @@ def stop_on_signals() -> int:
 
 # --- The local end: the TUN interface ------------------------------------------------------
 
-Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
-
 
 class Local:
     """This host's end of the tunnel: a TUN interface (in stdio mode, Stdio: see below)."""
 
     def __init__(self, tun: int, largest: int, log: Optional["Log"]) -> None:
-        self.read_fd = self.write_fd = tun  # one descriptor, read and written
+        self.read_fd = self.write_fd = tun  # one descriptor, read and written (Stdio: two)
         self.largest, self.log = largest, log  # largest: the longest packet a datagram takes
 
     def fileno(self) -> int:  # what select() watches
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH of them: one read, one packet."""
+        """The packets waiting in the TUN, up to BATCH of them. A TUN is no stream: each read
+        returns one whole packet, never part of one, never two."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:
+            try:  # memoryview: what Network's buffer gives too (slicing one copies nothing)
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # none left: open_tun() made reads return, not wait
                 break
@@ -127,7 +130,7 @@ class Local:
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
-            if self.log:
+            if self.log:  # -d: its line now; Log.sent() counts it once the kernel takes it
                 self.log.read(packet)
         return packets
 
@@ -158,13 +161,14 @@ class Local:
 
 class Network:
     """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
-    A burst of packets goes out in fewer system calls where the kernel can cut it into the
-    same datagrams (Linux 5.0 and later): that is Glue, under "Going fast"."""
+    Where the kernel can, a burst goes in fewer system calls, as the same datagrams: Glue."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
-        self.buffer = memoryview(bytearray(MAX_PACKET))  # reused: relay() writes each out first
-        self.glue = Glue(self) if enable_batching(sock) else None  # None before Linux 5.0
+        # receive() yields views of this buffer: relay() writes each out before the next read.
+        self.buffer = memoryview(bytearray(MAX_PACKET))
+        # enable_batching() also turns GRO on (gluing when receiving): both need Linux 5.0.
+        self.glue = Glue(self) if enable_batching(sock) else None
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
@@ -192,28 +196,29 @@ class Network:
         """The datagrams waiting, each with the address it came from: up to BATCH reads."""
         for _ in range(BATCH):
             try:
-                # Into our buffer: its length, control messages (GRO's, below), flags, sender.
-                # MSG_DONTWAIT: none queued, it raises at once (sendto() waits on a full buffer).
+                # Not recv(): this also gives control messages, data the kernel adds beside a
+                # datagram (GRO_SPACE: room for GRO's), flags, the sender. MSG_DONTWAIT: none
+                # queued, raise at once (the socket blocks, so that sendto() drops nothing).
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            if flags & socket.MSG_TRUNC:  # longer than the buffer: never write half a packet
+            if flags & socket.MSG_TRUNC:  # cut to fit our buffer (none is longer): drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-            elif control:  # several datagrams, glued by the kernel (GRO): see "Going fast"
+            elif control:  # GRO's (the only kind we ask for): datagrams glued, "Going fast"
                 yield from unglue(self.buffer[:length], control, sender)
             else:  # one datagram
                 yield self.buffer[:length], sender
 
 
 # --- Going fast: batching ------------------------------------------------------------------
-# Each packet costs system calls, and in Python each call costs microseconds: per packet, not
-# per byte. Linux can glue datagrams together inside the host. One sendmsg() with UDP_SEGMENT
-# hands the kernel a buffer and a size, and the kernel cuts it into datagrams of that size
-# (GSO, Linux 4.18); with UDP_GRO on, one recvmsg() may return several same-size datagrams,
-# glued, with their size (GRO, Linux 5.0: unglue() cuts them apart). The peer still
-# gets one datagram per packet: the wire does not change. wireguard-go goes fast this way.
+# Each system call costs microseconds in Python: per packet, not per byte. Linux can glue datagrams
+# together inside the host. Generic Segmentation Offload (GSO, Linux 4.18): one sendmsg() with a
+# UDP_SEGMENT control message hands the kernel a buffer and a size, and the kernel cuts it into
+# datagrams of that size. Generic Receive Offload (GRO, Linux 5.0): with UDP_GRO on, one recvmsg()
+# may return several same-size datagrams, glued, with their size (unglue() cuts them apart). The
+# peer still gets one datagram per packet: the wire does not change.
 
 UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
@@ -222,7 +227,7 @@ GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for UDP_GRO's contro
 # 6.9). 64 works everywhere; for packets over 1 KiB, UDP_PAYLOAD_IPV4 bytes cap a run first.
 GSO_MAX_SEGMENTS = 64
 # A run is refused whole with EMSGSIZE when its datagrams, with their headers, exceed the path
-# MTU (EINVAL before 2025), and before Linux 6.11 with EIO for a device that cannot checksum it.
+# MTU (EINVAL on older kernels), or with EIO by a device that cannot checksum it (the README).
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 # After a refusal, runs as large go one by one for RETRY_GLUED seconds, then the kernel is asked
 # again: the path MTU may have come back up (a route changed, or one learned from ICMP expired).
@@ -251,12 +256,11 @@ def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
 
 class Glue:
     """Network's sending of a burst: runs of equal-size packets, one sendmsg() each (GSO). A run
-    the kernel refuses is sent again one datagram at a time: batching loses no packet that
-    sending one by one would not."""
+    the kernel refuses goes again one datagram at a time: batching loses no packet by itself."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.largest = MAX_PACKET  # runs of longer packets go one by one until retry_at
+        self.largest = MAX_PACKET  # longer runs go one by one until retry_at; after it, stale
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
@@ -287,7 +291,8 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs that one sendmsg() can carry: equal sizes (the last
-    may be shorter), GSO_MAX_SEGMENTS at most, and UDP_PAYLOAD_IPV4 bytes, one datagram's."""
+    may be shorter: 1400, 1400, 900, 1400 are two runs), GSO_MAX_SEGMENTS at most, and
+    UDP_PAYLOAD_IPV4 bytes (the kernel checks a run as one send, before it cuts it up)."""
     run: list[memoryview] = []
     size = total = 0  # the run's datagram size, and its bytes so far
     for packet in packets:
@@ -359,18 +364,17 @@ class Log:
             print(line, file=sys.stderr, flush=True)
         except OSError as error:
             with suppress(OSError):  # a broken pipe hears nothing more; a file may
-                print(f"tinyvpn: -d stops: stderr: {error.strerror}", file=sys.stderr,
-                      flush=True)
+                print(f"tinyvpn: -d stops: stderr: {error.strerror}", file=sys.stderr, flush=True)
             self.stop_writing()
 
     def stop_writing(self) -> None:
-        """Write no more; what stderr's buffer still holds goes nowhere, even at exit."""
+        """Write no more: stderr is /dev/null now, so Python's flush at exit cannot fail."""
         self.writing = False
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
     def goodbye(self) -> None:
         """Print the summary, but give up after a second if stderr will not take it (a pipe
-        that nobody reads): Ctrl-C or SIGTERM must always end tinyvpn."""
+        that nobody reads): tinyvpn must end, though it now ignores Ctrl-C and SIGTERM."""
         signal.signal(signal.SIGALRM, signal.default_int_handler)
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
@@ -427,8 +431,7 @@ def describe_packet(packet: bytes) -> str:
             return f"{addresses}  fragment"
         return f"{addresses}  {describe_transport(packet[9], packet[header_length:])}"
     if version == 6:
-        # IPv6: a fixed 40-byte header; byte 6 = next header (the protocol); bytes 8-23 and
-        # 24-39 = source and destination.
+        # IPv6: a fixed 40-byte header; byte 6 = next header (the protocol); 8-39 = addresses.
         if len(packet) < 40:
             return "truncated IPv6 header"
         addresses = f"IPv6 {socket.inet_ntop(socket.AF_INET6, packet[8:24])} -> " \
@@ -470,8 +473,7 @@ IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 chara
 def open_tun(name: str) -> int:
     """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
     try:
-        # Non-blocking, so that Local.read() can read until the queue is empty.
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # Local.read() reads it dry
         # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
         # One we create lives as long as the descriptor; one made by ip tuntap add stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
@@ -495,7 +497,8 @@ def ioctl_write_request(letter: str, number: int, size: int) -> int:
     return write_flag | size << 16 | ord(letter) << 8 | number
 
 
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM.
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
+# (the int is history: the kernel reads a struct ifreq).
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 
@@ -515,9 +518,8 @@ def tun_error(name: str, error: OSError) -> str:
     }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
 
 
-# Room for bursts: the default buffer (~208 KiB) holds ~90 datagrams of 1500 B, and a datagram
-# that finds it full is dropped. The kernel caps the request at sysctl net.core.rmem_max, then
-# doubles it for its own bookkeeping (getsockopt reads back twice what was granted).
+# Room for bursts: the default (~208 KiB) holds ~90 datagrams of 1500 B; one that finds it full
+# is dropped. The kernel caps this at sysctl net.core.rmem_max and doubles it for bookkeeping.
 RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
 
 
@@ -563,15 +565,13 @@ def fail(message: str) -> NoReturn:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A UDP datagram carries UDP_PAYLOAD_IPV4 or UDP_PAYLOAD_IPV6 bytes at most (see the top); on a
-# 1500-byte link a long one goes as IP fragments, put back together by the peer's kernel. A TUN's
-# MTU may be 65,535, so a packet read from it may fit in no datagram. A router that cannot forward
-# a packet because it is too big drops it and tells the sender, in an ICMP message, the largest
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most (see the top; on a 1500-byte link,
+# as IP fragments). A TUN's MTU may be 65,535, so a packet read from it may fit in none. A router
+# that cannot forward a packet so big drops it and tells the sender, in an ICMP message, the
 # size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The
-# sender's kernel remembers that size for the destination, its path MTU (10 minutes, by default:
-# sysctl net.ipv4.route.mtu_expires), and TCP sends smaller segments from then on. tinyvpn does
-# what a router does: it writes that message into the TUN, as if it came from the packet's
-# destination.
+# sender's kernel keeps that path MTU for the destination (10 minutes by default: sysctl
+# net.ipv4.route.mtu_expires), and TCP sends smaller segments. tinyvpn does as a router does: it
+# writes that message into the TUN, as if from the packet's destination.
 
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
 
@@ -637,8 +637,8 @@ class Stdio(Local):
     def read(self) -> list[memoryview]:
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended. Like netcat, go on receiving; watch, from now on, the
-            self.read_fd, self.unread = os.pipe()  # end of a pipe that nobody writes to
+        if not chunk:  # stdin ended. Like netcat, go on receiving: select() now watches a pipe
+            self.read_fd, self.unread = os.pipe()  # that we keep open and never write to
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
