@@ -2,21 +2,24 @@
 """tinyvpn: a tiny point-to-point VPN, written to be read.
 
 A TUN interface is a network interface whose wire is a program: each IP packet the kernel
-routes to it, one os.read() returns, whole; each one written arrives as if from a wire. Give it
-an address (ip address add 198.51.100.1/30 dev testvpn: the README) and its route sends a ping
-to 198.51.100.2 into the TUN. The whole idea is one loop: wait until the TUN or the UDP socket
-has something, then move it across, one IP packet in one UDP datagram, to the peer's real
-address, where its tinyvpn writes the packet into its own TUN.
+routes to it, one os.read() returns, whole; each packet the program writes arrives on it as if
+from a wire. On host A (192.0.2.1), as root, and on host B with the addresses swapped:
+
+    tinyvpn testvpn 192.0.2.2 5000 &    # creates interface testvpn, then relays
+    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn
+
+The address comes with a route, so a ping to 198.51.100.2 goes into the TUN. The whole idea is
+one loop: wait until the TUN or the UDP socket has something to read, then move it across: one
+IP packet in one UDP datagram to the peer's real address, whose tinyvpn writes it to its TUN.
 
     while True:
-        ready, _, _ = select.select([tun, sock], [], [])  # sleep till one has something to read
+        ready, _, _ = select.select([tun, sock], [], [])  # sleep until one can be read
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-Read from the top: main() sets up both ends and calls relay(), that loop; then come its ends,
-Local (the TUN) and Network (the socket), in the order a ping meets them. Refinements follow
-under their headings, each named where the path hands over to it: going fast (a burst in fewer
-system calls, the same datagrams), what -d prints, setting up, too big, stdio, the command line.
+Read from the top: main(), relay() (that loop), and its two ends, Local (the TUN) and Network
+(the socket), are a ping's whole path. Refinements follow, each under its heading, and named
+where the path hands work over to it.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -43,7 +46,7 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field: 65,535 bytes at most; a TUN's MTU is no larger.
 MAX_PACKET = 65535
 # One UDP datagram carries that less the UDP header (8 bytes) and, over IPv4, the IP header (20);
-# IPv6's length field leaves out its own header. A longer packet: see "Too big", below.
+# IPv6's length field counts no header of its own, so 20 more. A longer packet: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most packets one wake-up moves each way: a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -54,18 +57,18 @@ Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flo
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, then relay until Ctrl-C or SIGTERM: exit status 0 (fail() exits 1)."""
-    signals = stop_on_signals()  # Ctrl-C and SIGTERM: each ends relay() cleanly (see there)
+    wakeup = stop_on_signals()  # from here on, Ctrl-C and SIGTERM end relay() (see there)
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # second: a bound port means the TUN is there
+        sock = open_udp_socket(args.port)  # after the TUN: scripts wait for the port, then use it
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
         network = Network(sock, peer, log)
-        relay(local, network, signals)
+        relay(local, network, wakeup)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see relay()): the normal way to stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -78,13 +81,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def relay(local: "Local", network: "Network", signals: int) -> None:
+def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    `signals` needs no branch: a signal makes it readable, which wakes select(); then Python
-    runs the handler, which raises KeyboardInterrupt out of here, into main()."""
+    `wakeup` needs no branch of its own. A signal makes it readable, which wakes select();
+    then Python runs the signal's handler, which raises KeyboardInterrupt out of the loop."""
     # select(to read, to write, errors) takes descriptors, or objects whose fileno() gives one.
     while True:
-        ready, _, _ = select.select([local, network, signals], [], [])  # sleeps till one's ready
+        ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
         if local in ready:
             network.send(local.read())  # each packet -> one datagram to the peer
         if network in ready:
@@ -122,10 +125,10 @@ class Local:
         returns one whole packet, never part of one, never two."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # memoryview: what Network's buffer gives too (slicing one copies nothing)
+            try:  # a memoryview, as Network.receive() gives: both ends pass one type to send()
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # none left: open_tun() made reads return, not wait
-                break
+                break  # (a deleted TUN raises EBADFD instead, and main() says so)
             if len(packet) > self.largest:  # it would fit in no datagram: tell its sender
                 self.answer_too_big(packet)
                 continue
@@ -161,13 +164,13 @@ class Local:
 
 class Network:
     """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
-    Where the kernel can, a burst goes in fewer system calls, as the same datagrams: Glue."""
+    Where it can, a burst goes in fewer system calls as the same datagrams ("Going fast")."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
         # receive() yields views of this buffer: relay() writes each out before the next read.
         self.buffer = memoryview(bytearray(MAX_PACKET))
-        # enable_batching() also turns GRO on (gluing when receiving): both need Linux 5.0.
+        # We batch where the kernel glues both ways, GSO and GRO (Linux 5.0): "Going fast".
         self.glue = Glue(self) if enable_batching(sock) else None
 
     def fileno(self) -> int:  # what select() watches
@@ -193,20 +196,21 @@ class Network:
             self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting, each with the address it came from: up to BATCH reads."""
+        """The datagrams waiting, each with the address it came from: up to BATCH reads. Each
+        is a view of our one buffer, and the next read overwrites it: use it before then."""
         for _ in range(BATCH):
             try:
-                # Not recv(): this also gives control messages, data the kernel adds beside a
-                # datagram (GRO_SPACE: room for GRO's), flags, the sender. MSG_DONTWAIT: none
-                # queued, raise at once (the socket blocks, so that sendto() drops nothing).
+                # recvmsg_into(), unlike recv(), also gives control messages, data the kernel
+                # adds beside a datagram (GRO's, in GRO_SPACE). MSG_DONTWAIT: raise if none is
+                # queued. The socket stays blocking, so that a sendto() waits, dropping nothing.
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            if flags & socket.MSG_TRUNC:  # cut to fit our buffer (none is longer): drop it
+            if flags & socket.MSG_TRUNC:  # cut short by our buffer (none is longer, even glued)
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-            elif control:  # GRO's (the only kind we ask for): datagrams glued, "Going fast"
+            elif control:  # only GRO adds one: datagrams glued together, see "Going fast"
                 yield from unglue(self.buffer[:length], control, sender)
             else:  # one datagram
                 yield self.buffer[:length], sender
@@ -220,16 +224,16 @@ class Network:
 # may return several same-size datagrams, glued, with their size (unglue() cuts them apart). The
 # peer still gets one datagram per packet: the wire does not change.
 
-UDP_SEGMENT = 103  # linux/udp.h: a sendmsg() control message, "cut into datagrams of N bytes"
+UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for UDP_GRO's control message
-# linux/udp.h UDP_MAX_SEGMENTS, the most datagrams one sendmsg() may make: 64 (128 since Linux
-# 6.9). 64 works everywhere; for packets over 1 KiB, UDP_PAYLOAD_IPV4 bytes cap a run first.
+GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # its header and its int, aligned
+# linux/udp.h UDP_MAX_SEGMENTS: 64 datagrams per sendmsg() (128 since Linux 6.9), so 64 works.
 GSO_MAX_SEGMENTS = 64
-# A run is refused whole with EMSGSIZE when its datagrams, with their headers, exceed the path
-# MTU (EINVAL on older kernels), or with EIO by a device that cannot checksum it (the README).
+# The kernel cuts a lone datagram into IP fragments, never a glued one: it refuses a run whole,
+# EMSGSIZE (EINVAL on older kernels), if its datagrams exceed the path MTU; before Linux 6.11
+# also with EIO, for a device that cannot compute a glued run's UDP checksums.
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-# After a refusal, runs as large go one by one for RETRY_GLUED seconds, then the kernel is asked
+# After a refusal, runs that size or larger go one by one for RETRY_GLUED seconds, then it is asked
 # again: the path MTU may have come back up (a route changed, or one learned from ICMP expired).
 RETRY_GLUED = 1.0  # a refused size costs one refused call a second at most
 
@@ -246,7 +250,8 @@ def enable_batching(sock: socket.socket) -> bool:
 
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
-    """Cut what GRO glued back into its datagrams: all of one size, the last maybe shorter."""
+    """Cut what GRO glued back into its datagrams: one size, the last maybe shorter, and one
+    sender (GRO glues only datagrams of one flow)."""
     # control[0] is (level, type, data), and data is the size as a C int (include/net/udp.h,
     # udp_cmsg_recv); the kernel adds it only when it glued.
     size = struct.unpack("=i", control[0][2])[0]
@@ -260,7 +265,7 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.largest = MAX_PACKET  # longer runs go one by one until retry_at; after it, stale
+        self.size_limit = MAX_PACKET  # until retry_at, longer runs go one by one
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
@@ -273,7 +278,7 @@ class Glue:
     def send_run(self, run: list[memoryview]) -> bool:
         """Send `run` with one sendmsg(); False if it was not sent (nothing of it was)."""
         size = len(run[0])
-        if size > self.largest and time.monotonic() < self.retry_at:  # refused a moment ago
+        if size > self.size_limit and time.monotonic() < self.retry_at:  # refused a moment ago
             return False
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
@@ -282,7 +287,7 @@ class Glue:
             self.network.sock.sendmsg(run, control, 0, self.network.peer)
         except OSError as error:  # refused whole
             if error.errno in GLUED_REFUSED:
-                self.largest, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
+                self.size_limit, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
             return False
         if self.network.log:
             self.network.log.sent(*run)
@@ -290,19 +295,19 @@ class Glue:
 
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
-    """Cut `packets`, in order, into runs that one sendmsg() can carry: equal sizes (the last
-    may be shorter: 1400, 1400, 900, 1400 are two runs), GSO_MAX_SEGMENTS at most, and
-    UDP_PAYLOAD_IPV4 bytes (the kernel checks a run as one send, before it cuts it up)."""
+    """Cut `packets`, in order, into runs that one sendmsg() can carry: one size, but the last
+    may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at most; and
+    UDP_PAYLOAD_IPV4 bytes in all (the kernel first takes a run as one UDP send, so it must fit
+    one datagram; IPv4's limit, the smaller, holds for either family)."""
     run: list[memoryview] = []
-    size = total = 0  # the run's datagram size, and its bytes so far
+    total = 0  # the run's bytes so far
     for packet in packets:
-        joins = (run and len(run[-1]) == size  # a shorter packet ends a run: none may follow it
-                 and len(packet) <= size  # as long as the others, or shorter, as a last one
-                 and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4)
-        if not joins:
+        ended = not run or len(run[-1]) < len(run[0])  # none yet, or a shorter one came last
+        full = len(run) == GSO_MAX_SEGMENTS or total + len(packet) > UDP_PAYLOAD_IPV4
+        if ended or full or len(packet) > len(run[0]):  # a longer packet starts a run too
             if run:
                 yield run
-            run, size, total = [], len(packet), 0
+            run, total = [], 0
         run.append(packet)
         total += len(packet)
     if run:
@@ -348,15 +353,11 @@ class Log:
 
     def show(self, direction: str, packet: memoryview, origin: str, dropped: str) -> None:
         """Print one packet's line."""
-        line = f"{direction}  {len(packet):5} B"
-        if self.decode:
-            line += "  " + describe_packet(bytes(packet))
-        line += origin
-        if dropped:
-            line += f"   DROPPED: {dropped}"
-        self.write(line)
+        what = "  " + describe_packet(bytes(packet)) if self.decode else ""
+        why = f"   DROPPED: {dropped}" if dropped else ""
+        self.print_line(f"{direction}  {len(packet):5} B{what}{origin}{why}")
 
-    def write(self, line: str) -> None:
+    def print_line(self, line: str) -> None:
         """Print `line` on stderr; if stderr fails, stop logging, and say so if it can."""
         if not self.writing:
             return
@@ -378,10 +379,10 @@ class Log:
         signal.signal(signal.SIGALRM, signal.default_int_handler)
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
-            self.write(self.summary())
+            self.print_line(self.summary())
         except KeyboardInterrupt:  # the second went by
             self.stop_writing()
-        finally:
+        finally:  # the timer may still be running: its signal does nothing from now on
             signal.signal(signal.SIGALRM, signal.SIG_IGN)
 
     def summary(self) -> str:
@@ -458,9 +459,7 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     if protocol == UDP and len(segment) >= 8:  # UDP: bytes 0-3 = ports
         source_port, destination_port = struct.unpack("!HH", segment[:4])
         return f"UDP {source_port} -> {destination_port}"
-    if protocol in (ICMP, TCP, UDP, ICMPV6):
-        return f"{name}, truncated header"
-    return name
+    return f"{name}, truncated header" if protocol in (ICMP, TCP, UDP, ICMPV6) else name
 
 
 # --- Setting up: the TUN, the socket, the peer ---------------------------------------------
@@ -474,8 +473,8 @@ def open_tun(name: str) -> int:
     """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # Local.read() reads it dry
-        # Opening /dev/net/tun gives a blank descriptor; this ioctl makes it interface `name`.
-        # One we create lives as long as the descriptor; one made by ip tuntap add stays.
+        # /dev/net/tun opens blank; ioctl(), the system call for a device's own commands, makes
+        # it interface `name`. One we create lives as long as the descriptor; ip tuntap's stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
         fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
@@ -498,7 +497,7 @@ def ioctl_write_request(letter: str, number: int, size: int) -> int:
 
 
 # linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (the int is history: the kernel reads a struct ifreq).
+# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 
@@ -565,15 +564,16 @@ def fail(message: str) -> NoReturn:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most (see the top; on a 1500-byte link,
-# as IP fragments). A TUN's MTU may be 65,535, so a packet read from it may fit in none. A router
-# that cannot forward a packet so big drops it and tells the sender, in an ICMP message, the
-# size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The
-# sender's kernel keeps that path MTU for the destination (10 minutes by default: sysctl
-# net.ipv4.route.mtu_expires), and TCP sends smaller segments. tinyvpn does as a router does: it
-# writes that message into the TUN, as if from the packet's destination.
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most (see the top), but a TUN's MTU may
+# be 65,535: a packet read from it may fit in none. A router that cannot forward a packet so big
+# drops it and tells the sender, in an ICMP message, the size that fits: IPv4 "fragmentation
+# needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel keeps that path MTU
+# for the destination (10 minutes: sysctl net.ipv4.route.mtu_expires), and TCP sends smaller
+# segments. tinyvpn does as a router does: it writes that message into the TUN.
 
-ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # the packet's start, quoted: 576 and 1280 bytes in all
+# How much of the packet an answer quotes: 548 + 8 + 20 = 576 bytes in all (RFC 1812 4.3.2.3),
+# and 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
 
 
 def largest_payload(peer: Address) -> int:
@@ -587,11 +587,11 @@ def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
     fit; None if `packet` is not IP."""
     # The answer goes from the packet's destination back to its source.
     version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:  # type 3 code 4, then 2 unused bytes and the MTU
+    if version == 4 and len(packet) >= 20:  # type 3, code 4, checksum (0 now), 0, the MTU
         source, destination = bytes(packet[16:20]), bytes(packet[12:16])
         message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
         return ip_packet(4, source, destination, with_checksum(message))
-    if version == 6 and len(packet) >= 40:  # type 2 code 0, then the MTU on 4 bytes
+    if version == 6 and len(packet) >= 40:  # type 2, code 0, checksum (0 now), the MTU
         source, destination = bytes(packet[24:40]), bytes(packet[8:24])
         message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
         # An ICMPv6 checksum also covers the addresses, the length and the protocol.
@@ -602,17 +602,18 @@ def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
 
 def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
     """An IP packet holding `message` (ICMP), from `source` to `destination`: TTL 64."""
-    if version == 4:
+    if version == 4:  # 0x45 = version 4, 5-word header; TOS, length, no fragments, TTL, ...
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
                              source, destination)
         return with_checksum(header, checksum_at=10) + message
+    # Version 6 in the top 4 bits of 32; payload length, next header, hop limit, addresses.
     return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
                        destination) + message
 
 
 def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
-    """`data` with its Internet checksum (RFC 1071) written into its 2 bytes at
-    `checksum_at`: the ones' complement of the ones' complement sum of 16-bit words."""
+    """`data` with its Internet checksum (RFC 1071) in its 2 zero bytes at `checksum_at`: the
+    ones' complement of the ones' complement sum of its 16-bit words and the pseudo-header's."""
     summed = pseudo_header + data + b"\0" * (len(data) % 2)
     total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
     while total > 0xFFFF:
@@ -637,8 +638,8 @@ class Stdio(Local):
     def read(self) -> list[memoryview]:
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended. Like netcat, go on receiving: select() now watches a pipe
-            self.read_fd, self.unread = os.pipe()  # that we keep open and never write to
+        if not chunk:  # stdin ended. Like netcat, go on receiving: from now on select() (which
+            self.read_fd, self.never_written = os.pipe()  # asks fileno()) watches a silent pipe
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
@@ -676,8 +677,7 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
     """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; a mistake exits with 2."""
     parser = argparse.ArgumentParser(
         prog="tinyvpn",
-        description="A tiny point-to-point VPN: IP packets from a TUN interface, one per UDP "
-                    "datagram.",
+        description="A tiny point-to-point VPN: IP packets from a TUN, one per UDP datagram.",
         epilog="example, on two hosts (as root):\n"
                "  host A:  tinyvpn -d testvpn hostB 5000\n"
                "  host B:  tinyvpn -d testvpn hostA 5000\n"

@@ -138,8 +138,8 @@ WRONG = [
      "network.send(local.read())  # each packet -> one datagram to the peer\n"
      "            last_sent = time.monotonic()\n",
      "network.send(local.read())\n", "while it was sending a ping every 0.2 s"),
-    (1, "a polling loop", "select.select([local, network, signals], [], [], timeout)",
-     "select.select([local, network, signals], [], [], 0.01 if keepalive else None)",
+    (1, "a polling loop", "select.select([local, network, wakeup], [], [], timeout)",
+     "select.select([local, network, wakeup], [], [], 0.01 if keepalive else None)",
      "a polling loop"),
     (1, "-d says keepalive", "return \"keep-alive\"", "return \"keepalive\"",
      "b's -d line for a keep-alive"),
