@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import netns`
+# So that tests can `import netns` (the lab), `import rungs` (the ladder) and `import conftest`.
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS), str(TESTS / "lab"), str(TESTS / "ladder")]
 
 import netns  # noqa: E402
+from rungs import RUNGS  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -57,9 +60,8 @@ def hosts(root: None) -> Iterator[netns.Hosts]:
         yield made
 
 
-# The exercises' reference solutions, in rung order: 1, 2, ..., 9, 10 (not 1, 10, 11, 2, ...).
-SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions").glob("*.patch"),
-                   key=lambda patch: int(patch.name.split("-")[0]))
+# The ladder's reference solutions, in rung order, as its table names them.
+SOLUTIONS = [rung.solution for rung in RUNGS]
 
 
 Solved = Callable[[int], Path]  # the type of the fixture below

@@ -1,6 +1,6 @@
-"""Captures open in the tools networking labs use: the pcap files tests/wire.py, the demo and
-the checker write are read by tshark (Wireshark's reader, which nobody here wrote), which finds
-part one's datagrams (UDP carrying IP) and, with a key log, decrypts a WireGuard session
+"""Captures open in the tools networking labs use: the pcap files tests/lab/wire.py, the demo
+and the checker write are read by tshark (Wireshark's reader, which nobody here wrote), which
+finds part one's datagrams (UDP carrying IP) and, with a key log, decrypts a WireGuard session
 between the reference solution and wireguard-go down to the inner ping.
 
 The tests that run tshark skip without it, except in CI (CI, or TINYVPN_REQUIRE_ROOT_TESTS=1),
@@ -13,14 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import exercises_wireguard as checker
-import ladder
+import harness
 import netns
+import part_two_protocol as checker
 import wire
 from conftest import Solved, skip_or_fail
 from netns import PORT, TUNNEL, UNDERLAY
 
-TESTS = Path(__file__).resolve().parent
+CHECK = Path(__file__).resolve().parent / "ladder" / "check.py"
 
 
 def read(pcap: Path, *options: str) -> list:
@@ -74,7 +74,7 @@ def test_the_checker_keeps_the_cable_of_a_failed_check(root: None, tshark: None,
                                                       tmp_path: Path) -> None:
     """The shipped file fails rung 1 at once (no --keepalive): its cable is kept all the same,
     and named, with the command that opens it."""
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "1", "--keep-cable",
+    run = subprocess.run([sys.executable, str(CHECK), "1", "--keep-cable",
                           str(tmp_path)], capture_output=True, text=True, timeout=60)
     pcap = tmp_path / "rung-1-keep-alive.pcap"
     assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
@@ -91,7 +91,7 @@ def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
         skip_or_fail(f"needs {checker.missing()}")
     if not netns.is_root():
         skip_or_fail("needs root: it creates network namespaces and TUN interfaces")
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "10", "--only",
+    run = subprocess.run([sys.executable, str(CHECK), "10", "--only",
                           "--program", str(solved(9)), "--keep-cable", str(tmp_path / "cables")],
                          capture_output=True, text=True, timeout=60)
     kept = tmp_path / "cables" / "rung-10-transport"  # the folder made, as it did not exist
@@ -105,12 +105,12 @@ def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
 
 
 def test_a_cable_is_kept_only_when_the_learner_asked(tmp_path: Path) -> None:
-    ladder.KEEP[:] = [tmp_path / "asked"]  # what --keep-cable does, for each check
+    harness.KEEP[:] = [tmp_path / "asked"]  # what --keep-cable does, for each check
     try:
-        ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # a failed check
+        harness.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # a failed check
     finally:
-        ladder.KEEP.clear()
-    ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: none
+        harness.KEEP.clear()
+    harness.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: none
     assert sorted(path.name for path in tmp_path.iterdir()) == ["asked.keylog", "asked.pcap"]
     assert (tmp_path / "asked.pcap").read_bytes() == wire.pcap_header()
 
@@ -123,7 +123,7 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         skip_or_fail(f"needs {checker.missing()}")
     keys = checker.make_keys(hosts.logs)
     pcap, keylog = hosts.logs / "cable.pcap", hosts.logs / "tinyvpn.keylog"
-    recorder = netns.start(hosts, "b", sys.executable, str(TESTS / "wire.py"), "record",
+    recorder = netns.start(hosts, "b", sys.executable, wire.SCRIPT, "record",
                            f"{hosts.prefix}v", str(pcap), name="record")
     netns.wait_for(lambda: "listening" in netns.output(hosts, "record", "out"), "the recorder")
     netns.start_wireguard_go(hosts, "b", keys.b_file, checker.b64(keys.a_public))

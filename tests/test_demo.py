@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_capture import INSIDE, read
 
-DEMO = Path(__file__).resolve().parent / "demo.py"
+DEMO = Path(__file__).resolve().parent / "lab" / "demo.py"
 
 
 def namespaces() -> str:

@@ -1,13 +1,14 @@
-"""Part two's rungs 9 to 12 (tests/exercises/part-two.md) keep their promise to a
-learner, like part one's (see test_exercises.py):
+"""Part two's rungs 9 to 12 (tests/ladder/part-two.md, checked by
+tests/ladder/part_two_protocol.py) keep their promise to a learner, like part one's (see
+test_ladder_part_one.py):
 
 - the checker's own arithmetic is right (RFC vectors), and it names a wrong mac1's mistake;
 - the shipped tinyvpn.py fails rungs 9 to 12 for want of --private-key;
 - with the reference solutions 1 to N applied in order (N from 9), rungs 9 to N pass, and rung
-  N + 1 does not (that test, for every rung, is in test_exercises.py);
+  N + 1 does not (that test, for every rung, is in test_ladder.py);
 - plausible wrong solutions are caught, each with words that name the mistake;
 - the solved file still passes the tunnel tests without the new options (in
-  test_exercises.py).
+  test_ladder.py).
 
 Every check talks to wireguard-go, configured by wg; rung 12's also sets a's clock with
 libfaketime, and plays b itself. The ones marked `ladder` take about a minute and a half with
@@ -21,18 +22,15 @@ import os
 import time
 from pathlib import Path
 
-import exercises
-import exercises_wireguard as checker
+import part_two_protocol as checker
 import pytest
+import rungs
 from conftest import SOLUTIONS, Solved, skip_or_fail
-from ladder import Failed
+from harness import Failed
 from netns import TINYVPN
+from rungs import RUNGS, changed_lines
 
 TESTS = Path(__file__).resolve().parent
-
-
-def rung_of(patch: Path) -> int:
-    return int(patch.name.split("-")[0])
 
 
 @pytest.fixture
@@ -43,21 +41,17 @@ def wireguard(root: None) -> None:
         skip_or_fail(f"needs {lacking}")
 
 
-
-def changed_lines(patch: Path) -> int:
-    return sum(1 for line in patch.read_text().splitlines()
-               if line[:1] in "+-" and line[:3] not in ("+++", "---"))
-
-
 def test_part_two_has_four_reference_solutions_small_but_the_handshake() -> None:
-    names = [patch.name for patch in SOLUTIONS if rung_of(patch) >= 9]
-    assert names == ["9-handshake.patch", "10-transport.patch", "11-responder.patch",
+    protocol = [rung.solution for rung in RUNGS if rung.stretch == 9]
+    names = [patch.name for patch in protocol]
+    assert names == ["09-handshake.patch", "10-transport.patch", "11-responder.patch",
                      "12-timers.patch"]
-    sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS if rung_of(patch) >= 9}
+    assert protocol == SOLUTIONS[8:12]
+    sizes = {patch.name: changed_lines(patch) for patch in protocol}
     assert all(size <= 80 for name, size in sizes.items() if name != names[0]), sizes
     # The handshake cannot be cut in smaller pieces a check could confirm; the guide says why.
     # About 12 of its lines are the optional key log for Wireshark (TINYVPN_KEYLOG).
-    guide = (TESTS / "exercises" / "part-two.md").read_text()
+    guide = (TESTS / "ladder" / "part-two.md").read_text()
     assert sizes[names[0]] <= 180 and "**The patch is bigger than 80 lines**" in guide
 
 
@@ -139,7 +133,7 @@ def test_the_checker_names_the_mistake_behind_an_initiation_it_cannot_read(
 @pytest.mark.parametrize("rung", [9, 10, 11, 12])
 def test_the_shipped_file_fails_part_two_for_want_of_its_options(
         wireguard: None, rung: int) -> None:
-    failure = exercises.check(rung, TINYVPN)
+    failure = rungs.check(rung, TINYVPN)
     assert failure is not None
     assert failure.happened == ("tinyvpn has no --private-key option yet: --help does not "
                                 "list it")
@@ -150,8 +144,8 @@ def test_the_shipped_file_fails_part_two_for_want_of_its_options(
 def test_rung_12_passes_solution_12_and_fails_11_which_has_no_timers(
         wireguard: None, solved: Solved) -> None:
     # Each check takes under a minute: a's clock is the check's (libfaketime).
-    assert exercises.check(12, solved(12)) is None
-    eleven = exercises.check(12, solved(11))
+    assert rungs.check(12, solved(12)) is None
+    eleven = rungs.check(12, solved(11))
     assert eleven is not None and "12. timers" in (eleven.section or ""), eleven.happened
 
 
@@ -286,11 +280,11 @@ def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Solved,
     assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
     program = tmp_path / "tinyvpn.py"
     program.write_text(solution.replace(text, wrong))
-    failure = exercises.check(rung, program)
+    failure = rungs.check(rung, program)
     assert failure is not None, f"{mistake}: passed rung {rung}"
     assert words in failure.happened, failure.happened
     # The section to reread is the rung's own: the check names the rule where it is taught.
-    assert (failure.section or exercises.RUNGS[rung - 1][2]) == exercises.RUNGS[rung - 1][2]
+    assert (failure.section or rungs.rung(rung).section) == rungs.rung(rung).section
 
 
 class Quiet:
