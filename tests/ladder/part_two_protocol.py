@@ -33,100 +33,32 @@ from typing import Optional
 
 import harness
 import netns
-import reference_crypto as crypto
 import wire
 from harness import Failed
 from netns import MALLORY, TUNNEL, UNDERLAY, Hosts
 from recorder import Recorder
-from reference_crypto import NINE
+from reference_crypto import (
+    CONSTRUCTION,
+    IDENTIFIER,
+    LABEL_MAC1,
+    Noise,
+    digest,
+    kdf,
+    mac,
+    seal,
+    unseal,
+    with_macs,
+    x25519,
+)
 from traffic import tcp_transfer
 from wire import echo
 
 GUIDE = "tests/ladder/part-two.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 
-# --- The checker's own WireGuard arithmetic (RFC 8439, RFC 7748, the WireGuard paper) ------
-# The primitives are the checker's own, those rungs 6 to 8 are judged by (reference_crypto.py):
-# it never runs the learner's code to judge it.
-
-
-def x25519(scalar: bytes, u: bytes = NINE) -> bytes:
-    return crypto.x25519(scalar, u)
-
-
-def nonce(counter: int) -> bytes:
-    """WireGuard's AEAD nonce: 4 zero bytes, then the counter, little-endian."""
-    return bytes(4) + counter.to_bytes(8, "little")
-
-
-def seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
-    return crypto.aead_encrypt(key, nonce(counter), plaintext, aad)
-
-
-def unseal(key: bytes, counter: int, sealed: bytes, aad: bytes = b"") -> Optional[bytes]:
-    if len(sealed) < 16:
-        return None
-    plaintext = crypto.chacha20(key, 1, nonce(counter), sealed[:-16])
-    return plaintext if seal(key, counter, plaintext, aad) == sealed else None
-
-
-def digest(*parts: bytes) -> bytes:
-    return hashlib.blake2s(b"".join(parts)).digest()
-
-
-def kdf(key: bytes, data: bytes, count: int = 2) -> list:
-    secret, keys = hmac.new(key, data, hashlib.blake2s).digest(), [b""]
-    for i in range(1, count + 1):
-        keys.append(hmac.new(secret, keys[-1] + bytes([i]), hashlib.blake2s).digest())
-    return keys[1:]
-
-
-def mac(key: bytes, data: bytes) -> bytes:
-    return hashlib.blake2s(data, key=key, digest_size=16).digest()
-
-
-CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
-IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
-LABEL_MAC1 = b"mac1----"
 INITIATION, RESPONSE, TRANSPORT = (struct.pack("<I", kind) for kind in (1, 2, 4))
 NAMES = {1: "an initiation (type 1)", 2: "a response (type 2)", 3: "a cookie reply (type 3)",
          4: "a transport message (type 4)"}
-
-
-class Noise:
-    """A handshake's state, as the paper's section 5.4 mixes it: chaining key and hash."""
-
-    def __init__(self, responder: bytes) -> None:
-        self.chain = digest(CONSTRUCTION)
-        self.hash = digest(digest(self.chain, IDENTIFIER), responder)
-
-    def mix(self, data: bytes) -> bytes:
-        self.chain, key = kdf(self.chain, data)
-        return bytes(key)
-
-    def ephemeral(self, public: bytes) -> None:
-        self.mix(public)
-        self.hash = digest(self.hash, public)
-
-    def seal(self, key: bytes, plaintext: bytes) -> bytes:
-        sealed = seal(key, 0, plaintext, self.hash)
-        self.hash = digest(self.hash, sealed)
-        return sealed
-
-    def unseal(self, key: bytes, sealed: bytes) -> Optional[bytes]:
-        opened = unseal(key, 0, sealed, self.hash)
-        self.hash = digest(self.hash, sealed)
-        return opened
-
-    def preshared(self) -> bytes:
-        self.chain, extra, key = kdf(self.chain, bytes(32), 3)
-        self.hash = digest(self.hash, extra)
-        return bytes(key)
-
-
-def with_macs(message: bytes, receiver: bytes) -> bytes:
-    """The message followed by mac1 (keyed for `receiver`) and an empty mac2."""
-    return message + mac(digest(LABEL_MAC1, receiver), message) + bytes(16)
 
 
 def tai64n(nanoseconds: int) -> bytes:

@@ -1,14 +1,18 @@
 """The checker's own reference crypto: RFC 8439's ChaCha20, Poly1305 and AEAD and RFC 7748's
 X25519, each also with the mistakes a learner is known to make, and the RFCs' test vectors
-that the right ones pass (tests/test_ladder_part_two_primitives.py). The checks of rungs 6 to
-8 (part_two_primitives.py) compare a learner's answers with these, and name the mistake whose
-answer matches; part two's protocol checks (part_two_protocol.py) build WireGuard's messages
-with them. The checker never runs the learner's code to judge it. Standard library only.
+that the right ones pass (tests/test_ladder_part_two_primitives.py); then WireGuard's
+arithmetic built on them (its AEAD nonce, BLAKE2s hash, KDF and MAC, the handshake's state,
+mac1). The checks of rungs 6 to 8 (part_two_primitives.py) compare a learner's answers with
+these, and name the mistake whose answer matches; part two's protocol checks
+(part_two_protocol.py) make and read WireGuard's messages with them. The checker never runs
+the learner's code to judge it. Standard library only.
 """
 
+import hashlib
+import hmac
 import struct
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Optional
 
 # --- The RFCs' test vectors, copied from RFC 8439 and RFC 7748 ----------------------------
 
@@ -284,7 +288,7 @@ AEAD_MISTAKES = {
 P255 = 2**255 - 19
 
 
-def x25519(scalar: bytes, u: bytes, mistake: str = "") -> bytes:
+def x25519(scalar: bytes, u: bytes = NINE, mistake: str = "") -> bytes:
     order: Literal["big", "little"] = "big" if mistake == "big-endian" else "little"
     k = int.from_bytes(scalar, order)
     if not mistake.startswith("no clamping"):
@@ -333,3 +337,79 @@ def likely_mistake(name: str, args: Sequence, got: bytes) -> str:
         if function(*args, mistake=mistake) == got:
             return words
     return ""
+
+
+# --- WireGuard's arithmetic, built on them (the WireGuard paper, section 5.4) --------------
+# Part two's protocol checks (part_two_protocol.py) make and read WireGuard's messages with it.
+
+
+def nonce(counter: int) -> bytes:
+    """WireGuard's AEAD nonce: 4 zero bytes, then the counter, little-endian."""
+    return bytes(4) + counter.to_bytes(8, "little")
+
+
+def seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+    return aead_encrypt(key, nonce(counter), plaintext, aad)
+
+
+def unseal(key: bytes, counter: int, sealed: bytes, aad: bytes = b"") -> Optional[bytes]:
+    if len(sealed) < 16:
+        return None
+    plaintext = chacha20(key, 1, nonce(counter), sealed[:-16])
+    return plaintext if seal(key, counter, plaintext, aad) == sealed else None
+
+
+def digest(*parts: bytes) -> bytes:
+    return hashlib.blake2s(b"".join(parts)).digest()
+
+
+def kdf(key: bytes, data: bytes, count: int = 2) -> list:
+    secret, keys = hmac.new(key, data, hashlib.blake2s).digest(), [b""]
+    for i in range(1, count + 1):
+        keys.append(hmac.new(secret, keys[-1] + bytes([i]), hashlib.blake2s).digest())
+    return keys[1:]
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    return hashlib.blake2s(data, key=key, digest_size=16).digest()
+
+
+CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1 = b"mac1----"
+
+
+class Noise:
+    """A handshake's state, as the paper's section 5.4 mixes it: chaining key and hash."""
+
+    def __init__(self, responder: bytes) -> None:
+        self.chain = digest(CONSTRUCTION)
+        self.hash = digest(digest(self.chain, IDENTIFIER), responder)
+
+    def mix(self, data: bytes) -> bytes:
+        self.chain, key = kdf(self.chain, data)
+        return bytes(key)
+
+    def ephemeral(self, public: bytes) -> None:
+        self.mix(public)
+        self.hash = digest(self.hash, public)
+
+    def seal(self, key: bytes, plaintext: bytes) -> bytes:
+        sealed = seal(key, 0, plaintext, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return sealed
+
+    def unseal(self, key: bytes, sealed: bytes) -> Optional[bytes]:
+        opened = unseal(key, 0, sealed, self.hash)
+        self.hash = digest(self.hash, sealed)
+        return opened
+
+    def preshared(self) -> bytes:
+        self.chain, extra, key = kdf(self.chain, bytes(32), 3)
+        self.hash = digest(self.hash, extra)
+        return bytes(key)
+
+
+def with_macs(message: bytes, receiver: bytes) -> bytes:
+    """The message followed by mac1 (keyed for `receiver`) and an empty mac2."""
+    return message + mac(digest(LABEL_MAC1, receiver), message) + bytes(16)
