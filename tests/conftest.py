@@ -53,6 +53,18 @@ def tshark() -> None:
     skip_or_fail(reason)
 
 
+def tshark_read(pcap: Path, *options: str) -> list:
+    """The lines tshark prints for `pcap`, each field asked for (-e) tab-separated."""
+    shown = subprocess.run(["tshark", "-n", "-r", str(pcap), *options], capture_output=True,
+                           text=True, timeout=60, check=True)
+    return shown.stdout.splitlines()
+
+
+# tshark's options to read part one's datagrams as UDP carrying IP, one line each.
+INSIDE = ("-d", f"udp.port=={netns.PORT},ip", "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
+          "-e", "udp.dstport", "-e", "icmp.type")
+
+
 @pytest.fixture
 def hosts(root: None) -> Iterator[netns.Hosts]:
     """Two namespaces joined by veth, removed after the test whatever happens."""

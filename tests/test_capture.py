@@ -17,21 +17,10 @@ import harness
 import netns
 import part_two_protocol as checker
 import wire
-from conftest import Solved, skip_or_fail
+from conftest import INSIDE, Solved, skip_or_fail, tshark_read
 from netns import PORT, TUNNEL, UNDERLAY
 
 CHECK = Path(__file__).resolve().parent / "ladder" / "check.py"
-
-
-def read(pcap: Path, *options: str) -> list:
-    """The lines tshark prints for `pcap`, each field asked for (-e) tab-separated."""
-    shown = subprocess.run(["tshark", "-n", "-r", str(pcap), *options], capture_output=True,
-                           text=True, timeout=60, check=True)
-    return shown.stdout.splitlines()
-
-
-INSIDE = ("-d", f"udp.port=={PORT},ip", "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
-          "-e", "udp.dstport", "-e", "icmp.type")  # part one's datagrams: UDP carrying IP
 
 
 def datagram(inner: bytes) -> bytes:
@@ -66,7 +55,7 @@ def test_tshark_reads_part_ones_datagram_as_udp_carrying_ip(tshark: None,
                                                             tmp_path: Path) -> None:
     packet = datagram(wire.echo_request(TUNNEL["a"][0], TUNNEL["b"][0], 7, 1, b"x" * 20))
     wire.write_pcap(str(tmp_path / "one.pcap"), [(1700000000.25, packet)])
-    assert read(tmp_path / "one.pcap", *INSIDE) == [
+    assert tshark_read(tmp_path / "one.pcap", *INSIDE) == [
         f"{UNDERLAY['a'][0]},{TUNNEL['a'][0]}\t{UNDERLAY['b'][0]},{TUNNEL['b'][0]}\t{PORT}\t8"]
 
 
@@ -80,7 +69,7 @@ def test_the_checker_keeps_the_cable_of_a_failed_check(root: None, tshark: None,
     assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
     assert f"(wireshark -d udp.port=={PORT},ip {pcap}; tcpdump -nr {pcap})" in run.stdout
     assert not list(tmp_path.glob("*.keylog"))  # part one has no keys to give
-    read(pcap)  # tshark reads it, or raises
+    tshark_read(pcap)  # tshark reads it, or raises
 
 
 def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
@@ -98,7 +87,7 @@ def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
     pcap, keylog = Path(f"{kept}.pcap"), Path(f"{kept}.keylog")
     assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
     assert f"wireshark -d udp.port=={PORT},wg -o wg.keylog_file:{keylog} {pcap}" in run.stdout
-    shown = read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}",
+    shown = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}",
                  "-Y", "icmp.type == 8", "-T", "fields", "-e", "wg.type", "-e", "ip.dst",
                  "-e", "icmp.ident")
     assert shown == [f"4\t{UNDERLAY['a'][0]},{TUNNEL['a'][0]}\t{checker.ECHO_ID}"]
@@ -139,7 +128,7 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
     assert "1 received" in ping.stdout, ping.stdout
     netns.stop(recorder)
     assert oct(keylog.stat().st_mode & 0o777) == "0o600"  # every secret of the session
-    shown = read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}", "-Y",
+    shown = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}", "-Y",
                  "icmp")
     print("\n".join(shown))  # for the record: what a learner sees
     assert len(shown) == 2, shown
@@ -147,6 +136,6 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         in shown[0]
     assert f"{TUNNEL['b'][0]} → {TUNNEL['a'][0]} ICMP" in shown[1] and "Echo (ping) reply" \
         in shown[1]
-    types = read(pcap, "-d", f"udp.port=={PORT},wg", "-T", "fields", "-e", "wg.type",
+    types = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-T", "fields", "-e", "wg.type",
                  "-Y", "wg")
     assert types[:2] == ["1", "2"]  # a's initiation, wireguard-go's response

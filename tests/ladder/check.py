@@ -76,7 +76,7 @@ def main(argv: Optional[list] = None, record: Optional[Record] = None) -> int:
     guides = " and ".join(dict.fromkeys(rungs.rung(n).guide for n in (first, args.rungs)))
     asked = f"rung {first}" if args.only else f"rungs 1 to {args.rungs}"
     print(f"Checking {args.program} against {asked} ({guides})", flush=True)
-    for rung in RUNGS[first - 1:args.rungs]:
+    for rung in (rung for rung in RUNGS if first <= rung.number <= args.rungs):
         started = time.monotonic()
         kept = args.keep_cable and args.keep_cable.resolve() / f"rung-{rung.number}-{rung.name}"
         harness.KEEP[:] = [kept] if kept else []
