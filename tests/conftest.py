@@ -2,6 +2,10 @@
 
 Without root they skip and say why. CI sets TINYVPN_REQUIRE_ROOT_TESTS=1, which turns that skip
 into a failure, so a CI run can never pass without having pushed traffic through a real tunnel.
+`solved(n)` is tinyvpn.py with the ladder's reference solutions 1 to n applied (its table,
+tests/ladder/rungs.py, names them); `tshark_read` reads a capture as Wireshark would. The lab
+(tests/lab/) and the ladder (tests/ladder/) are put on sys.path, so that tests import their
+modules by name.
 """
 
 import os
