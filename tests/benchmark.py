@@ -10,8 +10,8 @@ As root, from the repository:
     python3 tests/benchmark.py --mtu 9000               # other TUN MTUs
     python3 tests/benchmark.py --flood 30               # only tinyvpn's memory over a 30 s flood
 
-Each measurement builds two fresh network namespaces joined by veth (tests/netns.py), brings up
-one tunnel between them, and measures from a to b: iperf3 TCP throughput, iperf3 UDP with
+Each measurement builds two fresh network namespaces joined by veth (tests/lab/netns.py),
+brings up one tunnel between them, and measures from a to b: iperf3 TCP throughput, iperf3 UDP with
 64-byte payloads (packets per second received, and loss), ping RTT, the CPU seconds the tunnel
 processes used during the TCP run, and (for tinyvpn) peak RSS. The tunnels take turns, in a
 rotated order each round, and each TUN MTU gets a table of medians: the machine is shared and
@@ -32,8 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import netns
-from netns import OTHER, PORT, TINYVPN, TUNNEL, TUNNEL_MTU, UNDERLAY, Hosts
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lab"))  # netns
+
+import netns  # noqa: E402
+from netns import OTHER, PORT, TINYVPN, TUNNEL, TUNNEL_MTU, UNDERLAY, Hosts  # noqa: E402
 
 TUNNELS = ["tinyvpn", "socat", "openvpn", "bare"]
 TOOLS = {"tinyvpn": [], "socat": ["socat"], "openvpn": ["openvpn"], "bare": []}

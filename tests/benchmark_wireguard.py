@@ -5,10 +5,10 @@ wireguard-go, side by side in one run. As root, from the repository:
     python3 tests/benchmark_wireguard.py               # 3 rounds, 4 MiB of TCP each
     python3 tests/benchmark_wireguard.py --rounds 5 --size 16
 
-Each round builds two fresh namespaces (tests/netns.py) twice: wireguard-go in b both times,
+Each round builds two fresh namespaces (tests/lab/netns.py) twice: wireguard-go in b both times,
 and in a the reference, then wireguard-go. It measures, on the cable, the handshake: from a's
 initiation to a's first transport message, b's response and a's work on it included; then the
-TCP throughput of a transfer from a to b (tests/traffic.py). The machine is shared and noisy:
+TCP throughput of a transfer from a to b (tests/lab/traffic.py). The machine is shared and noisy:
 only the ratios of one run mean anything.
 """
 
@@ -21,15 +21,17 @@ import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import exercises_wireguard as wireguard
-import netns
-from exercises_wireguard import INITIATION, TRANSPORT, b64, recorder
-from netns import UNDERLAY, Hosts
-from traffic import tcp_transfer
+sys.path[:0] = [str(Path(__file__).resolve().parent / folder) for folder in ("lab", "ladder")]
+
+import netns  # noqa: E402
+import part_two_protocol as wireguard  # noqa: E402
+from netns import UNDERLAY, Hosts  # noqa: E402
+from part_two_protocol import INITIATION, TRANSPORT, b64  # noqa: E402
+from recorder import Recorder  # noqa: E402
+from rungs import RUNGS  # noqa: E402
+from traffic import tcp_transfer  # noqa: E402
 
 A = UNDERLAY["a"][0]
-SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions").glob("*.patch"),
-                   key=lambda patch: int(patch.name.split("-")[0]))  # 1, 2, ..., 10, not 1, 10
 
 
 def solved(folder: Path) -> Path:
@@ -37,8 +39,8 @@ def solved(folder: Path) -> Path:
     program = folder / "tinyvpn.py"
     program.write_bytes(netns.TINYVPN.read_bytes())
     program.chmod(0o755)  # as in the repository: the patches say so
-    for patch in SOLUTIONS:
-        subprocess.run(["git", "apply", str(patch)], cwd=folder, check=True)
+    for rung in RUNGS:
+        subprocess.run(["git", "apply", str(rung.solution)], cwd=folder, check=True)
     return program
 
 
@@ -60,7 +62,7 @@ def measure(program: "Path | None", size: int) -> tuple:
     """(handshake seconds, TCP Mbit/s) of one pair: a's end as asked, wireguard-go in b."""
     with netns.two_hosts() as hosts:
         keys = wireguard.make_keys(hosts.logs)
-        cable = recorder(hosts, "b", f"{hosts.prefix}v")
+        cable = Recorder(hosts, "b", f"{hosts.prefix}v")
         peer = netns.start_wireguard_go(hosts, "b", keys.b_file, b64(keys.a_public))
         wireguard_go_in_a = start_a(hosts, keys, program)
         netns.run(hosts, "a", "ping", "-c", "1", "-W", "5", netns.TUNNEL["b"][0])

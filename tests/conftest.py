@@ -2,6 +2,10 @@
 
 Without root they skip and say why. CI sets TINYVPN_REQUIRE_ROOT_TESTS=1, which turns that skip
 into a failure, so a CI run can never pass without having pushed traffic through a real tunnel.
+`solved(n)` is tinyvpn.py with the ladder's reference solutions 1 to n applied (its table,
+tests/ladder/rungs.py, names them); `tshark_read` reads a capture as Wireshark would. The lab
+(tests/lab/) and the ladder (tests/ladder/) are put on sys.path, so that tests import their
+modules by name.
 """
 
 import os
@@ -13,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `import netns`
+# So that tests can `import netns` (the lab), `import rungs` (the ladder) and `import conftest`.
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS), str(TESTS / "lab"), str(TESTS / "ladder")]
 
 import netns  # noqa: E402
+from rungs import RUNGS  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -50,6 +57,18 @@ def tshark() -> None:
     skip_or_fail(reason)
 
 
+def tshark_read(pcap: Path, *options: str) -> list:
+    """The lines tshark prints for `pcap`, each field asked for (-e) tab-separated."""
+    shown = subprocess.run(["tshark", "-n", "-r", str(pcap), *options], capture_output=True,
+                           text=True, timeout=60, check=True)
+    return shown.stdout.splitlines()
+
+
+# tshark's options to read part one's datagrams as UDP carrying IP, one line each.
+INSIDE = ("-d", f"udp.port=={netns.PORT},ip", "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
+          "-e", "udp.dstport", "-e", "icmp.type")
+
+
 @pytest.fixture
 def hosts(root: None) -> Iterator[netns.Hosts]:
     """Two namespaces joined by veth, removed after the test whatever happens."""
@@ -57,9 +76,8 @@ def hosts(root: None) -> Iterator[netns.Hosts]:
         yield made
 
 
-# The exercises' reference solutions, in rung order: 1, 2, ..., 9, 10 (not 1, 10, 11, 2, ...).
-SOLUTIONS = sorted((Path(__file__).resolve().parent / "exercises" / "solutions").glob("*.patch"),
-                   key=lambda patch: int(patch.name.split("-")[0]))
+# The ladder's reference solutions, in rung order, as its table names them.
+SOLUTIONS = [rung.solution for rung in RUNGS]
 
 
 Solved = Callable[[int], Path]  # the type of the fixture below

@@ -1,6 +1,6 @@
-"""Captures open in the tools networking labs use: the pcap files tests/wire.py, the demo and
-the checker write are read by tshark (Wireshark's reader, which nobody here wrote), which finds
-part one's datagrams (UDP carrying IP) and, with a key log, decrypts a WireGuard session
+"""Captures open in the tools networking labs use: the pcap files tests/lab/wire.py, the demo
+and the checker write are read by tshark (Wireshark's reader, which nobody here wrote), which
+finds part one's datagrams (UDP carrying IP) and, with a key log, decrypts a WireGuard session
 between the reference solution and wireguard-go down to the inner ping.
 
 The tests that run tshark skip without it, except in CI (CI, or TINYVPN_REQUIRE_ROOT_TESTS=1),
@@ -13,25 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import exercises_wireguard as checker
-import ladder
+import harness
 import netns
+import part_two_protocol as checker
 import wire
-from conftest import Solved, skip_or_fail
+from conftest import INSIDE, Solved, skip_or_fail, tshark_read
 from netns import PORT, TUNNEL, UNDERLAY
 
-TESTS = Path(__file__).resolve().parent
-
-
-def read(pcap: Path, *options: str) -> list:
-    """The lines tshark prints for `pcap`, each field asked for (-e) tab-separated."""
-    shown = subprocess.run(["tshark", "-n", "-r", str(pcap), *options], capture_output=True,
-                           text=True, timeout=60, check=True)
-    return shown.stdout.splitlines()
-
-
-INSIDE = ("-d", f"udp.port=={PORT},ip", "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
-          "-e", "udp.dstport", "-e", "icmp.type")  # part one's datagrams: UDP carrying IP
+CHECK = Path(__file__).resolve().parent / "ladder" / "check.py"
 
 
 def datagram(inner: bytes) -> bytes:
@@ -66,7 +55,7 @@ def test_tshark_reads_part_ones_datagram_as_udp_carrying_ip(tshark: None,
                                                             tmp_path: Path) -> None:
     packet = datagram(wire.echo_request(TUNNEL["a"][0], TUNNEL["b"][0], 7, 1, b"x" * 20))
     wire.write_pcap(str(tmp_path / "one.pcap"), [(1700000000.25, packet)])
-    assert read(tmp_path / "one.pcap", *INSIDE) == [
+    assert tshark_read(tmp_path / "one.pcap", *INSIDE) == [
         f"{UNDERLAY['a'][0]},{TUNNEL['a'][0]}\t{UNDERLAY['b'][0]},{TUNNEL['b'][0]}\t{PORT}\t8"]
 
 
@@ -74,13 +63,13 @@ def test_the_checker_keeps_the_cable_of_a_failed_check(root: None, tshark: None,
                                                       tmp_path: Path) -> None:
     """The shipped file fails rung 1 at once (no --keepalive): its cable is kept all the same,
     and named, with the command that opens it."""
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "1", "--keep-cable",
+    run = subprocess.run([sys.executable, str(CHECK), "1", "--keep-cable",
                           str(tmp_path)], capture_output=True, text=True, timeout=60)
     pcap = tmp_path / "rung-1-keep-alive.pcap"
     assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
     assert f"(wireshark -d udp.port=={PORT},ip {pcap}; tcpdump -nr {pcap})" in run.stdout
     assert not list(tmp_path.glob("*.keylog"))  # part one has no keys to give
-    read(pcap)  # tshark reads it, or raises
+    tshark_read(pcap)  # tshark reads it, or raises
 
 
 def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
@@ -91,26 +80,26 @@ def test_the_checker_keeps_the_cable_of_a_failed_check_with_its_key_log(
         skip_or_fail(f"needs {checker.missing()}")
     if not netns.is_root():
         skip_or_fail("needs root: it creates network namespaces and TUN interfaces")
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "10", "--only",
+    run = subprocess.run([sys.executable, str(CHECK), "10", "--only",
                           "--program", str(solved(9)), "--keep-cable", str(tmp_path / "cables")],
                          capture_output=True, text=True, timeout=60)
     kept = tmp_path / "cables" / "rung-10-transport"  # the folder made, as it did not exist
     pcap, keylog = Path(f"{kept}.pcap"), Path(f"{kept}.keylog")
     assert run.returncode == 1 and f"the cable:     {pcap}\n" in run.stdout, run.stdout
     assert f"wireshark -d udp.port=={PORT},wg -o wg.keylog_file:{keylog} {pcap}" in run.stdout
-    shown = read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}",
+    shown = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}",
                  "-Y", "icmp.type == 8", "-T", "fields", "-e", "wg.type", "-e", "ip.dst",
                  "-e", "icmp.ident")
     assert shown == [f"4\t{UNDERLAY['a'][0]},{TUNNEL['a'][0]}\t{checker.ECHO_ID}"]
 
 
 def test_a_cable_is_kept_only_when_the_learner_asked(tmp_path: Path) -> None:
-    ladder.KEEP[:] = [tmp_path / "asked"]  # what --keep-cable does, for each check
+    harness.KEEP[:] = [tmp_path / "asked"]  # what --keep-cable does, for each check
     try:
-        ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # a failed check
+        harness.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # a failed check
     finally:
-        ladder.KEEP.clear()
-    ladder.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: none
+        harness.KEEP.clear()
+    harness.keep_cable(list, lambda: "LOCAL_STATIC_PRIVATE_KEY = ...\n")  # nobody asked: none
     assert sorted(path.name for path in tmp_path.iterdir()) == ["asked.keylog", "asked.pcap"]
     assert (tmp_path / "asked.pcap").read_bytes() == wire.pcap_header()
 
@@ -123,7 +112,7 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         skip_or_fail(f"needs {checker.missing()}")
     keys = checker.make_keys(hosts.logs)
     pcap, keylog = hosts.logs / "cable.pcap", hosts.logs / "tinyvpn.keylog"
-    recorder = netns.start(hosts, "b", sys.executable, str(TESTS / "wire.py"), "record",
+    recorder = netns.start(hosts, "b", sys.executable, wire.SCRIPT, "record",
                            f"{hosts.prefix}v", str(pcap), name="record")
     netns.wait_for(lambda: "listening" in netns.output(hosts, "record", "out"), "the recorder")
     netns.start_wireguard_go(hosts, "b", keys.b_file, checker.b64(keys.a_public))
@@ -139,7 +128,7 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
     assert "1 received" in ping.stdout, ping.stdout
     netns.stop(recorder)
     assert oct(keylog.stat().st_mode & 0o777) == "0o600"  # every secret of the session
-    shown = read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}", "-Y",
+    shown = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}", "-Y",
                  "icmp")
     print("\n".join(shown))  # for the record: what a learner sees
     assert len(shown) == 2, shown
@@ -147,6 +136,6 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         in shown[0]
     assert f"{TUNNEL['b'][0]} → {TUNNEL['a'][0]} ICMP" in shown[1] and "Echo (ping) reply" \
         in shown[1]
-    types = read(pcap, "-d", f"udp.port=={PORT},wg", "-T", "fields", "-e", "wg.type",
+    types = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-T", "fields", "-e", "wg.type",
                  "-Y", "wg")
     assert types[:2] == ["1", "2"]  # a's initiation, wireguard-go's response

@@ -56,7 +56,7 @@ def test_port_in_use_is_reported_not_raised() -> None:
 def test_help_shows_an_example_and_the_warning() -> None:
     result = tinyvpn_exits("--help")
     assert result.returncode == 0
-    # A solved exercise (tests/exercises/) adds options, and argparse may wrap the line.
+    # A solved rung of the ladder (tests/ladder/) adds options, and argparse may wrap the line.
     usage = " ".join(result.stdout.split())
     # Part two adds two options that exclude each other: [--key FILE | --private-key FILE].
     option = r"--[a-z-]+ [A-Z]+"

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_capture import INSIDE, read
+from conftest import INSIDE, tshark_read
 
-DEMO = Path(__file__).resolve().parent / "demo.py"
+DEMO = Path(__file__).resolve().parent / "lab" / "demo.py"
 
 
 def namespaces() -> str:
@@ -131,7 +131,7 @@ def test_the_demos_capture_opens_in_tshark(root: None, tshark: None, pcap: Path,
     assert f"is in {pcap} (pcap). Open it with\n   wireshark -d udp.port==5000,ip {pcap}" \
         in demo.stdout
     assert f"tcpdump -nr {pcap}" in demo.stdout
-    echoes = [line for line in read(pcap, *INSIDE) if line.endswith(("\t8", "\t0"))]
+    echoes = [line for line in tshark_read(pcap, *INSIDE) if line.endswith(("\t8", "\t0"))]
     assert echoes[:2] == ["192.0.2.1,198.51.100.1\t192.0.2.2,198.51.100.2\t5000\t8",
                           "192.0.2.2,198.51.100.2\t192.0.2.1,198.51.100.1\t5000\t0"]
     assert len(echoes) == 7  # three pings, each answered, and b's answer to mallory's forgery

@@ -29,14 +29,12 @@ def as_nobody(*command: str, cwd: Optional[Path] = None) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[Path]:
-    """A folder nobody may read (the checkout may be in /root): tinyvpn.py and tests/*.py."""
+    """A folder nobody may read (the checkout may be in /root): tinyvpn.py and tests/."""
     if not netns.is_root():
         skip_or_fail("needs root: to become user nobody")
     folder = Path(tempfile.mkdtemp(prefix="tinyvpn-rootless-"))
     shutil.copy(netns.TINYVPN, folder / "tinyvpn.py")
-    (folder / "tests").mkdir()
-    for module in TESTS.glob("*.py"):
-        shutil.copy(module, folder / "tests")
+    shutil.copytree(TESTS, folder / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     yield folder
@@ -67,7 +65,7 @@ def rootless(python: str) -> str:
 
 
 def test_the_demo_runs_without_root(scratch: Path, rootless: str) -> None:
-    demo = subprocess.Popen([*NOBODY, rootless, "tests/demo.py", "--keep"], cwd=scratch,
+    demo = subprocess.Popen([*NOBODY, rootless, "tests/lab/demo.py", "--keep"], cwd=scratch,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen, printed = "", re.compile(r"^  (nsenter .* ping) (198\.51\.100\.2)$", re.M)
@@ -102,8 +100,8 @@ def test_the_demo_runs_without_root(scratch: Path, rootless: str) -> None:
 
 
 def check_as_nobody(scratch: Path, python: str, program: Path) -> subprocess.CompletedProcess:
-    """tests/exercises.py --program PROGRAM 1, run by nobody."""
-    return as_nobody(python, "tests/exercises.py", "--program", str(program), "1", cwd=scratch)
+    """tests/ladder/check.py --program PROGRAM 1, run by nobody."""
+    return as_nobody(python, "tests/ladder/check.py", "--program", str(program), "1", cwd=scratch)
 
 
 def test_the_checker_without_root_passes_a_solved_file(scratch: Path, rootless: str,
@@ -130,7 +128,8 @@ NO_USER_NAMESPACES = ("not root, and this kernel allows no user namespaces "
                       "sudo sysctl user.max_user_namespaces=10000\n")
 
 
-@pytest.mark.parametrize("script, who", [("demo.py", "demo"), ("exercises.py", "exercises")])
+@pytest.mark.parametrize("script, who", [("lab/demo.py", "demo"),
+                                         ("ladder/check.py", "ladder")])
 def test_where_the_kernel_allows_no_user_namespace_it_says_so_in_one_line(
         scratch: Path, python: str, script: str, who: str) -> None:
     # A real refusal: inside a user namespace whose root set user.max_user_namespaces to 0,
@@ -163,7 +162,7 @@ def test_where_dev_net_tun_is_closed_to_users_it_says_so_in_one_line(scratch: Pa
     # machines have; the machine's own device is never changed.
     closed = "mount -t tmpfs tmpfs /dev/net && mknod -m 600 /dev/net/tun c 10 200 && exec \"$@\""
     result = subprocess.run(["unshare", "--mount", "sh", "-c", closed, "sh", *NOBODY, python,
-                             "tests/demo.py"], cwd=scratch, capture_output=True, text=True,
+                             "tests/lab/demo.py"], cwd=scratch, capture_output=True, text=True,
                             timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", (
         "demo: not root, and /dev/net/tun is not open to every user (ls -l /dev/net/tun; it "

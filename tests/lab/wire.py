@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""What crosses the cable, for the demo and the exercises: record datagrams, label their bytes,
-and forge or replay them as an attacker would. Standard library only.
+"""What crosses the cable, for the demo, the tests and the ladder's checks: record datagrams,
+label their bytes, and forge or replay them as an attacker would. Standard library only.
 
-    python3 tests/wire.py forge HOST SOURCE DESTINATION
-                                                  send HOST:5000 one datagram holding an echo
-                                                  request from SOURCE to DESTINATION
-    python3 tests/wire.py record INTERFACE [PCAP] print every IP packet the interface carries,
-                                                  either way, one JSON line each, until ended;
-                                                  and, given PCAP, write them to that file too,
-                                                  for `wireshark PCAP` or `tcpdump -r PCAP`
-    python3 tests/wire.py send HOST HEX...        send HOST:5000 one datagram per HEX: its bytes
+    python3 tests/lab/wire.py forge HOST SOURCE DESTINATION
+                                        send HOST:5000 one datagram holding an echo request
+                                        from SOURCE to DESTINATION
+    python3 tests/lab/wire.py record INTERFACE [PCAP]
+                                        print every IP packet the interface carries, either
+                                        way, one JSON line each, until ended; and, given PCAP,
+                                        write them to that file too, for `wireshark PCAP` or
+                                        `tcpdump -r PCAP`
+    python3 tests/lab/wire.py send HOST HEX...
+                                        send HOST:5000 one datagram per HEX: its bytes
 
-Each runs inside a test host's namespace: `ip netns exec NAMESPACE python3 tests/wire.py ...`.
+Each runs inside a test host's namespace:
+`ip netns exec NAMESPACE python3 tests/lab/wire.py ...`.
 """
 
 import errno
@@ -21,8 +24,11 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 PORT = 5000
+SCRIPT = str(Path(__file__).resolve())  # to run in a namespace: python3 SCRIPT record ...
 UDP, ICMP, ECHO_REQUEST = 17, 1, 8  # IP protocol numbers, ICMP type
 
 
@@ -87,6 +93,15 @@ def echo_request(source: str, destination: str, identifier: int, sequence: int,
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(echo), 0, 0, 64, ICMP, 0,
                          socket.inet_aton(source), socket.inet_aton(destination))
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + echo
+
+
+def echo(packet: bytes) -> Optional[tuple]:
+    """(type, id, seq) of an IPv4 ICMP echo request (8) or reply (0); None for any other."""
+    header = (packet[0] & 0x0F) * 4 if packet else 0
+    if not packet or packet[0] >> 4 != 4 or len(packet) < header + 8 or packet[9] != ICMP:
+        return None
+    kind, _, _, identifier, sequence = struct.unpack("!BBHHH", packet[header:header + 8])
+    return (kind, identifier, sequence) if kind in (0, ECHO_REQUEST) else None
 
 
 def checksum(data: bytes) -> int:

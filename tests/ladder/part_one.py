@@ -1,144 +1,51 @@
-#!/usr/bin/env python3
-"""Checks the exercises of tests/exercises/README.md: five rungs that turn tinyvpn into a tunnel
-mallory cannot use. As root (or as an ordinary user, where the kernel gives users namespaces
-of their own: netns.become_root), from the top of the checkout:
+"""Part one's checks (tests/ladder/part-one.md): rungs 1 to 5, which turn tinyvpn into a
+tunnel mallory cannot use. The runner, tests/ladder/check.py, calls them through the ladder's
+table (tests/ladder/rungs.py):
 
-    python3 tests/exercises.py                  check rungs 1 to 5 of ./tinyvpn.py, in order,
-                                                stopping at the first one not solved
-    python3 tests/exercises.py 3                check rungs 1 to 3
-    python3 tests/exercises.py --program FILE   check another file (a classmate's)
-    python3 tests/exercises.py --grade DIR      grade every learner in DIR (tests/classroom.py)
-    python3 tests/exercises.py --keep-cable DIR keep a failed check's cable in DIR as pcap, for
-                                                Wireshark (part two's with a key log)
+    1. keep-alive    check_keepalive      --keepalive SECONDS, behind a NAT that forgets
+    2. authenticate  check_authenticate   --key FILE: an HMAC tag on every datagram
+    3. replay        check_replay         a number in every datagram, a window of 64
+    4. roam          check_roam           the peer follows authentic, new datagrams
+    5. encrypt       check_encrypt        a keystream of its own for every datagram
 
 Each check runs the program for real, as the demo does: two hosts (network namespaces) joined
 by a cable, in rungs 1 and 4 with a NAT in front of a (nftables), real ping and TCP through the
 tunnel, mallory forging and replaying datagrams from a third host, and the cable and the TUN
-interfaces watched by packet sockets (tests/wire.py). It judges only what can be seen from
-outside (datagrams on the cable, packets on a TUN, the exit status, the words of -d): any
-names and any layout of the code pass. A tinyvpn that dies is named first, with its error; a
-datagram wrongly dropped is judged by the checker itself, which has the key, and the failure
-names the rule that was broken.
-Exit status 0 only when every rung asked for passes. Standard library only; runs ip, ping, nft.
+interfaces watched by packet sockets (tests/ladder/recorder.py). It judges only what can be
+seen from outside (datagrams on the cable, packets on a TUN, the exit status, the words of
+-d): any names and any layout of the code pass. A tinyvpn that dies is named first, with its
+error; a datagram wrongly dropped is judged by the checker itself, which has the key, and the
+failure names the rule that was broken. Standard library only; runs ip, ping, nft.
 """
 
-import argparse
 import hmac
 import io
-import json
 import re
 import secrets
 import shlex
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import classroom
-import exercises_crypto
-import exercises_wireguard
-import ladder
+import harness
 import netns
-from ladder import Failed, crash, died
-from netns import MALLORY, TINYVPN, TUNNEL, UNDERLAY, Hosts
+import wire
+from harness import Failed, crash, died
+from netns import MALLORY, TUNNEL, UNDERLAY, Hosts
+from recorder import Recorder
 from traffic import tcp_transfer
+from wire import echo
 
-WIRE = str(Path(__file__).resolve().parent / "wire.py")
-GUIDE = "tests/exercises/README.md"
+GUIDE = "tests/ladder/part-one.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 TAG = 16
 FORGET = 3  # seconds after which a's NAT, in the checks that have one, forgets a's mapping
-
-
-# --- Watching: the cable and the TUN interfaces ------------------------------------------
-
-
-@dataclass
-class Seen:
-    """One IP packet a recorder saw: when, whether its host was sending it, and its bytes."""
-    time: float
-    out: bool
-    packet: bytes
-
-    @property
-    def udp(self) -> Optional[tuple]:
-        """(source address, destination address, UDP payload) of an IPv4 UDP datagram."""
-        header = (self.packet[0] & 0x0F) * 4
-        if self.packet[0] >> 4 != 4 or self.packet[9] != 17:
-            return None
-        return (socket.inet_ntoa(self.packet[12:16]), socket.inet_ntoa(self.packet[16:20]),
-                self.packet[header + 8:])
-
-    @property
-    def ports(self) -> tuple:
-        """(source port, destination port) of a UDP datagram."""
-        header = (self.packet[0] & 0x0F) * 4
-        return struct.unpack("!HH", self.packet[header:header + 4])
-
-
-class Recorder:
-    """tests/wire.py record, in a host's namespace: every packet an interface carries."""
-
-    def __init__(self, hosts: Hosts, side: str, interface: str) -> None:
-        self.hosts, self.name = hosts, f"record-{side}-{interface}"
-        self.process = netns.start(hosts, side, sys.executable, WIRE, "record", interface,
-                                   name=self.name)
-        netns.wait_for(lambda: "listening" in netns.output(hosts, self.name, "out")
-                       or self.process.poll() is not None, f"the recorder on {interface}")
-
-    def seen(self, since: float = 0, until: float = float("inf")) -> list:
-        """What it has seen so far, from time `since` to `until`."""
-        if self.process.poll() is not None:  # the check would see nothing, and pass
-            raise RuntimeError(f"{self.name} failed: {netns.output(self.hosts, self.name)}")
-        seen = []
-        for line in netns.output(self.hosts, self.name, "out").splitlines()[1:]:
-            if line.endswith("}"):  # not a line still being written
-                d = json.loads(line)
-                seen.append(Seen(d["time"], d["out"], bytes.fromhex(d["hex"])))
-        return [s for s in seen if since <= s.time < until]
-
-    def packets(self) -> list:
-        """(time, packet) of each packet seen, as wire.write_pcap takes them."""
-        return [(s.time, s.packet) for s in self.seen()]
-
-    def datagrams(self, source: str, destination: str = "", since: float = 0,
-                  until: float = float("inf")) -> list:
-        """The UDP payloads sent from `source` (to `destination`), oldest first."""
-        return [payload for _, payload in self.timed(source, destination, since, until)]
-
-    def timed(self, source: str, destination: str = "", since: float = 0,
-              until: float = float("inf")) -> list:
-        """The same, each as (the time it was seen, the payload)."""
-        return [(s.time, s.udp[2]) for s in self.seen(since, until)
-                if s.udp and s.udp[0] == source and destination in ("", s.udp[1])]
-
-    def ports(self, source: str, destination: str) -> list:
-        """(source port, destination port) of each datagram from `source` to `destination`."""
-        return [s.ports for s in self.seen() if s.udp and s.udp[:2] == (source, destination)]
-
-    def written(self, since: float = 0) -> list:
-        """On a TUN: the packets tinyvpn wrote into it (its kernel received them)."""
-        return [s.packet for s in self.seen(since) if not s.out]
-
-    def read(self, since: float = 0, until: float = float("inf")) -> list:
-        """On a TUN: the packets its kernel sent into it, for tinyvpn to read."""
-        return [s.packet for s in self.seen(since, until) if s.out]
-
-
-def echo(packet: bytes) -> Optional[tuple]:
-    """(type, id, seq) of an IPv4 ICMP echo request (8) or reply (0)."""
-    header = (packet[0] & 0x0F) * 4
-    if packet[0] >> 4 != 4 or packet[9] != 1 or len(packet) < header + 8:
-        return None
-    kind, _, _, identifier, sequence = struct.unpack("!BBHHH", packet[header:header + 8])
-    return (kind, identifier, sequence) if kind in (0, 8) else None
 
 
 # --- Running the program under test ------------------------------------------------------
@@ -273,7 +180,7 @@ class Lab:
         """Mallory sends b's port one datagram per payload."""
         if "m" not in self.hosts.sides:
             netns.add_mallory(self.hosts)
-        netns.sh(*netns.in_namespace(self.hosts, "m"), sys.executable, WIRE, "send", B,
+        netns.sh(*netns.in_namespace(self.hosts, "m"), sys.executable, wire.SCRIPT, "send", B,
                  *(payload.hex() for payload in payloads))
 
 
@@ -286,14 +193,14 @@ def lab(program: Path, stopped_clock: bool = False, nat: Optional[str] = None) -
         try:
             yield tunnel
         except Exception as symptom:
-            ladder.keep_cable(tunnel.cable.packets)
+            harness.keep_cable(tunnel.cable.packets)
             crashed = tunnel.crashed(grace=0.3)
             if crashed:
                 raise crashed from symptom
             raise
         crashed = tunnel.crashed()
         if crashed:
-            ladder.keep_cable(tunnel.cable.packets)
+            harness.keep_cable(tunnel.cable.packets)
             raise crashed
 
 
@@ -429,7 +336,7 @@ def forge_from_mallory(tunnel: Lab, b_tun: Recorder) -> int:
     must be dropped, and -d must say so. Returns how many were sent."""
     since = time.time()
     netns.add_mallory(tunnel.hosts)
-    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, WIRE, "forge", B,
+    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, wire.SCRIPT, "forge", B,
              TUNNEL["a"][0], TUNNEL["b"][0])
     tunnel.from_mallory(b"", bytes.fromhex("450000") + bytes(12))
     settle()
@@ -693,7 +600,7 @@ def check_no_roaming_without_a_key(tunnel: Lab, mallory_cable: Recorder) -> None
     for command in netns.tunnel_commands(tunnel.hosts, "b"):
         netns.sh(*command)
     since = time.time()
-    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, WIRE, "forge", B,
+    netns.sh(*netns.in_namespace(tunnel.hosts, "m"), sys.executable, wire.SCRIPT, "forge", B,
              TUNNEL["a"][0], TUNNEL["b"][0])
     settle()
     if mallory_cable.datagrams(B, since=since):
@@ -822,111 +729,3 @@ def xor(one: bytes, other: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(one, other))
 
 
-# --- The ladder --------------------------------------------------------------------------
-
-# (name, check(program) raising ladder.Failed, the guide's section: "N. name" in GUIDE, or
-# "other/GUIDE.md, \"N. name\"" for another guide). A list: more rungs, in another module,
-# extend it; main() and check() take every rung there is.
-RUNGS: list = [
-    ("keep-alive", check_keepalive, "1. keep-alive"),
-    ("authenticate", check_authenticate, "2. authenticate"),
-    ("replay", check_replay, "3. replay"),
-    ("roam", check_roam, "4. roam"),
-    ("encrypt", check_encrypt, "5. encrypt"),
-    # Part two, in its own guide: 6. ChaCha20, 7. Poly1305 and the AEAD, 8. X25519, checked by
-    # calling the learner's functions; 9 to 12, the protocol, against a real WireGuard (rung 12
-    # with the learner's clock in the check's hands: libfaketime).
-    *exercises_crypto.RUNGS,
-    *exercises_wireguard.RUNGS,
-]
-PART_ONE = 5  # rungs 1 to 5; the ones after them are part two's
-
-
-def guide(rung: int) -> str:
-    """The guide that explains `rung`."""
-    return GUIDE if rung <= PART_ONE else exercises_crypto.GUIDE
-
-
-def check(rung: int, program: Path) -> Optional[Failed]:
-    """Check one rung (1 to len(RUNGS)); None if it passes."""
-    try:
-        RUNGS[rung - 1][1](program)
-    except Failed as failure:
-        return failure
-    except (TimeoutError, subprocess.TimeoutExpired) as error:
-        return Failed(f"the check timed out: {error}", "tinyvpn keeps answering")
-    return None
-
-
-def reread(rung: int, section: str) -> str:
-    """Where to read a section: the rung's guide, or one the section names ("GUIDE.md, ...")."""
-    return section if ".md" in section else f"{guide(rung)}, \"{section}\""
-
-
-def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(description="Check the exercises of " + GUIDE)
-    parser.add_argument("rungs", nargs="?", type=int, choices=range(1, len(RUNGS) + 1),
-                        metavar="N", help=f"check rungs 1 to N (default: part one's {PART_ONE}, "
-                                          f"or all {len(RUNGS)} with --grade)")
-    parser.add_argument("--only", action="store_true",
-                        help="check rung N alone, not the rungs below it first")
-    parser.add_argument("--program", type=Path, default=TINYVPN,
-                        help="the tinyvpn.py to check (default: the checkout's)")
-    classroom.add_options(parser)
-    parser.add_argument("--keep-cable", type=Path, metavar="FOLDER",
-                        help="keep a failed check's cable in FOLDER as pcap, for Wireshark")
-    args = parser.parse_args(argv)
-    if args.student_copy:
-        return classroom.student_copy(args.student_copy)
-    netns.become_root("exercises")  # the checks create network namespaces and TUNs
-    missing = netns.missing_tools("ip", "ping", "nft")
-    if missing:
-        sys.exit(f"exercises: {' and '.join(missing)} missing: apt-get install iproute2 "
-                 "iputils-ping nftables")
-    if args.keep_cable:
-        args.keep_cable.mkdir(parents=True, exist_ok=True)
-    if args.grade:
-        last = args.rungs or len(RUNGS)
-        return classroom.grade(args.grade, range(last if args.only else 1, last + 1),
-                               [name for name, _, _ in RUNGS], args.out, args.time_limit,
-                               args.jobs)
-    args.rungs = args.rungs or PART_ONE
-    first = args.rungs if args.only else 1
-    guides = " and ".join(dict.fromkeys(guide(rung) for rung in (first, args.rungs)))
-    asked = f"rung {first}" if args.only else f"rungs 1 to {args.rungs}"
-    print(f"Checking {args.program} against {asked} ({guides})", flush=True)
-    for rung in range(first, args.rungs + 1):
-        name, _, section = RUNGS[rung - 1]
-        started = time.monotonic()
-        kept = args.keep_cable and args.keep_cable.resolve() / f"rung-{rung}-{name}"
-        ladder.KEEP[:] = [kept] if kept else []
-        failure = check(rung, args.program)
-        took = f"{time.monotonic() - started:4.1f} s"
-        if failure is None:
-            print(f"  rung {rung:<2} {name:<13} passed   {took}", flush=True)
-            continue
-        print(f"  rung {rung:<2} {name:<13} FAILED   {took}\n"
-              f"      what happened: {failure.happened}\n"
-              f"      what should:   {failure.should}\n"
-              f"      reread:        {reread(rung, failure.section or section)}", flush=True)
-        show_kept(kept)
-        print(f"Stopped at rung {rung}: {rung - first} of {args.rungs - first + 1} passed.")
-        return 1
-    print(f"All {args.rungs} rungs passed." if first < args.rungs else f"Rung {first} passed.")
-    return 0
-
-
-def show_kept(kept: Optional[Path]) -> None:
-    """Where a failed check's cable is kept (--keep-cable), and how to open it."""
-    if kept and Path(f"{kept}.pcap").exists():
-        pcap, keylog = f"{kept}.pcap", f"{kept}.keylog"
-        decode = f"-d udp.port=={netns.PORT},ip"
-        if Path(keylog).exists():  # part two: WireGuard, which Wireshark decrypts with it
-            decode = f"-d udp.port=={netns.PORT},wg -o wg.keylog_file:{keylog}"
-        print(f"      the cable:     {pcap}\n"
-              f"                     (wireshark {decode} {pcap}; tcpdump -nr {pcap})",
-              flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A class of learners (tests/classroom.py): `exercises.py --grade DIR` grades every learner's
+"""A class of learners (tests/ladder/classroom.py): `check.py --grade DIR` grades every learner's
 file in DIR, whatever each does, and leaves nothing behind; `--student-copy DEST` writes the
 project without the reference solutions, and its checker still runs.
 
@@ -19,7 +19,7 @@ import pytest
 from conftest import SOLUTIONS, Solved, skip_or_fail
 
 TESTS = Path(__file__).resolve().parent
-EXERCISES = TESTS / "exercises.py"
+CHECK = TESTS / "ladder" / "check.py"
 
 # A learner's file that dies on a datagram too short for what it reads (mallory's empty one).
 CRASH_AT = "            packet, tag = datagram[:-TAG], datagram[-TAG:]\n"
@@ -32,7 +32,7 @@ def namespaces() -> str:
 
 def grade(folder: Path, *options: str) -> tuple:
     """Run the grader as a teacher would; (its stdout, grades.json by learner, grades.csv)."""
-    run = subprocess.run([sys.executable, str(EXERCISES), "--grade", str(folder), *options],
+    run = subprocess.run([sys.executable, str(CHECK), "--grade", str(folder), *options],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     grades = {g["learner"]: g for g in json.loads((folder / "grades.json").read_text())}
@@ -75,7 +75,7 @@ def test_a_teacher_grades_a_class_of_five(root: None, solved: Solved, tmp_path: 
         assert g["outcome"] == ("passed" if failed is None else "failed")
         assert all(word in g["first_failure"] for word in words), g
     assert grades["five"]["file"] == "five" and grades["two"]["file"] == "two.py"
-    assert grades["five"]["reread"] == 'tests/exercises/part-two.md, "6. ChaCha20"'
+    assert grades["five"]["reread"] == 'tests/ladder/part-two.md, "6. ChaCha20"'
     lines = table.splitlines()
     assert lines[0].split() == ["learner", "passed", "failed", "time", "first", "failure"]
     assert lines[1].split()[:4] == ["crash", "1", "2", "authenticate"]
@@ -119,28 +119,28 @@ def test_a_learner_that_never_ends_is_stopped_and_leaves_nothing(root: None,
 def test_the_student_copy_has_no_solutions_and_its_checker_runs(root: None,
                                                                 tmp_path: Path) -> None:
     copy = tmp_path / "student"
-    made = subprocess.run([sys.executable, str(EXERCISES), "--student-copy", str(copy)],
+    made = subprocess.run([sys.executable, str(CHECK), "--student-copy", str(copy)],
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     assert not list(copy.rglob("*.patch"))
     assert [path for path in classroom.WITH_SOLUTIONS if (copy / path).exists()] == []
     assert (copy / "tinyvpn.py").read_bytes() == netns.TINYVPN.read_bytes()
     check_no_solution_lines(copy)
-    run = subprocess.run([sys.executable, str(copy / "tests" / "exercises.py"), "--program",
+    run = subprocess.run([sys.executable, str(copy / "tests" / "ladder" / "check.py"), "--program",
                           str(copy / "tinyvpn.py"), "1"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "rung 1  keep-alive    FAILED" in run.stdout
     assert "tinyvpn has no --keepalive option yet" in run.stdout
-    again = subprocess.run([sys.executable, str(EXERCISES), "--student-copy", str(copy)],
+    again = subprocess.run([sys.executable, str(CHECK), "--student-copy", str(copy)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "not empty" in again.stderr
 
 
 # The checker's own crypto and WireGuard peer compute what rungs 6 to 12 must give, and the
 # guide gives the protocol's constants: lines of theirs that a solution has too.
-CHECKER_KNOWS = ("tests/exercises_crypto.py", "tests/exercises_wireguard.py",
-                 "tests/exercises/part-two.md")
+CHECKER_KNOWS = ("tests/ladder/reference_crypto.py", "tests/ladder/part_two_protocol.py",
+                 "tests/ladder/part-two.md")
 
 
 def check_no_solution_lines(copy: Path) -> None:
@@ -168,7 +168,7 @@ def test_every_test_that_uses_the_solutions_is_left_out_of_the_student_copy() ->
 
 
 def test_the_grader_refuses_a_folder_without_learners(root: None, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, str(EXERCISES), "--grade", str(tmp_path)],
+    run = subprocess.run([sys.executable, str(CHECK), "--grade", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1 and "no learner in it" in run.stderr
     assert not os.listdir(tmp_path)

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """A class of learners: grade a folder of learners' files against the ladder, and make a copy
-of the project without the reference solutions, for coursework. Run from tests/exercises.py:
+of the project without the reference solutions, for coursework. Run from the runner:
 
-    python3 tests/exercises.py --grade DIR        every learner in DIR, rungs 1 to 12
-    python3 tests/exercises.py --grade DIR 5      rungs 1 to 5 (part one) only
-    python3 tests/exercises.py --student-copy DEST
+    python3 tests/ladder/check.py --grade DIR        every learner in DIR, rungs 1 to 12
+    python3 tests/ladder/check.py --grade DIR 5      rungs 1 to 5 (part one) only
+    python3 tests/ladder/check.py --student-copy DEST
 
 A learner in DIR is one .py file (alice.py) or one folder holding a tinyvpn.py (bob/). Each is
-checked in a process of its own (python3 tests/classroom.py --one ...: the checker, word for
+checked in a process of its own (python3 tests/ladder/classroom.py --one ...: the checker, word for
 word, its output kept in a log), with a time limit, on a copy of the file in a scratch folder,
 in network namespaces whose names start with a prefix of that learner's own. Afterwards,
 whatever happened, the process group is killed, every process left in those namespaces
-ended, the namespaces and the scratch folder removed. tests/exercises/TEACHERS.md says what
+ended, the namespaces and the scratch folder removed. tests/ladder/TEACHERS.md says what
 this protects against, and what it does not: it is no sandbox.
 Standard library only, like the checker.
 """
@@ -32,14 +32,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
-PROJECT = HERE.parent
+PROJECT = HERE.parents[1]
 WIREGUARD_SOCKETS = Path("/var/run/wireguard")  # wireguard-go's, named after its interface
 
 # Seconds a learner's check of one rung may take before the grader stops it: a solved file
-# takes at most 15 s for each rung but the last, and about 40 s for rung 12 (tests/exercises/
+# takes at most 15 s for each rung but the last, and about 40 s for rung 12 (tests/ladder/
 # TEACHERS.md); a failing check waits for answers that never come, up to about 30 s more.
 ALLOWED = {12: 400}
 ALLOWED_PER_RUNG = 60
@@ -48,7 +48,7 @@ STOPPING = threading.Event()  # the teacher pressed Ctrl-C: every learner's chec
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The checker's options for a teacher."""
-    teacher = parser.add_argument_group("for a teacher (tests/exercises/TEACHERS.md)")
+    teacher = parser.add_argument_group("for a teacher (tests/ladder/TEACHERS.md)")
     teacher.add_argument("--grade", type=Path, metavar="DIR",
                          help="check every learner in DIR (a .py file, or a folder holding a "
                               "tinyvpn.py, each), rungs 1 to N (default: all); write a table, "
@@ -106,16 +106,16 @@ def fresh_prefixes(count: int) -> list:
     return secrets.SystemRandom().sample(free, count)
 
 
-def grade(folder: Path, rungs: range, names: list, out: Optional[Path],
+def grade(folder: Path, rungs: range, names: dict, out: Optional[Path],
           time_limit: Optional[float], jobs: int = 1) -> int:
-    """Grade every learner in `folder` on `rungs`; names[rung - 1] is the rung's name."""
+    """Grade every learner in `folder` on `rungs`; names[rung] is the rung's name."""
     if not folder.is_dir():
-        sys.exit(f"exercises: --grade {folder}: no such folder")
+        sys.exit(f"ladder: --grade {folder}: no such folder")
     out = out or folder
     logs = out / "grades-logs"
     found = learners(folder, [logs.resolve(), out.resolve()])
     if not found:
-        sys.exit(f"exercises: --grade {folder}: no learner in it (a .py file, or a folder "
+        sys.exit(f"ladder: --grade {folder}: no learner in it (a .py file, or a folder "
                  "holding a tinyvpn.py, per learner)")
     logs.mkdir(parents=True, exist_ok=True)
     limit = time_limit or sum(ALLOWED.get(rung, ALLOWED_PER_RUNG) for rung in rungs)
@@ -278,13 +278,13 @@ def judged(name: str, file: str, rungs: range, results: list, status: Optional[i
 COLUMNS = ("learner", "passed", "failed", "time", "first failure")
 
 
-def table(grades: list, names: list) -> str:
+def table(grades: list, names: dict) -> str:
     """The plain-text table: one line per learner, the first line of its first failure."""
     width = max(len(COLUMNS[0]), *(len(g.learner) for g in grades))
     lines = [f"{COLUMNS[0]:<{width}}  {'passed':>6}  {'failed':<16}  {'time':>7}  "
              f"{COLUMNS[4]}"]
     for g in grades:
-        failed = f"{g.failed_rung} {names[g.failed_rung - 1]}" if g.failed_rung else "-"
+        failed = f"{g.failed_rung} {names[g.failed_rung]}" if g.failed_rung else "-"
         said = [line.strip() for line in g.first_failure.splitlines()] or [""]
         words = said[0] + (f" {said[-1]}" if len(said) > 1 else "")  # a crash: its error too
         words = f"{g.outcome}: {words}" if g.outcome not in ("passed", "failed") else words
@@ -311,49 +311,40 @@ def check_one(program: Path, first: int, last: int, results: Path) -> int:
     """The checker's own run (its output, word for word, goes to the learner's log), with each
     rung's result also written to `results` as it comes: what the grader reads, even if it
     has to stop this process halfway."""
-    import exercises
+    import check  # the runner, which imports this module for --grade: here, not at the top
+
+    def record(rung: "check.Rung", failure: "Optional[check.Failed]", seconds: float) -> None:
+        result = {"rung": rung.number, "name": rung.name, "passed": failure is None,
+                  "seconds": round(seconds, 1), "happened": "", "should": "", "reread": ""}
+        if failure is not None:
+            result.update(happened=failure.happened, should=failure.should,
+                          reread=rung.reread(failure.section))
+        with open(results, "a") as file:
+            file.write(json.dumps(result) + "\n")
 
     # SIGTERM from the grader: unwind, so that each check removes its namespaces as it ends.
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
-    exercises.check = recording(exercises.check, exercises, results)  # main() looks it up
     argv = [str(last), "--program", str(program)] + (["--only"] if first == last > 1 else [])
-    return exercises.main(argv)
-
-
-def recording(check: Callable, exercises: object, results: Path) -> Callable:
-    """exercises.check, which also appends each rung's result to `results`."""
-    def recorded(rung: int, program: Path) -> object:
-        started = time.monotonic()
-        failure = check(rung, program)
-        name, _, section = exercises.RUNGS[rung - 1]  # type: ignore[attr-defined]
-        result = {"rung": rung, "name": name, "passed": failure is None,
-                  "seconds": round(time.monotonic() - started, 1), "happened": "",
-                  "should": "", "reread": ""}
-        if failure is not None:
-            result.update(happened=failure.happened, should=failure.should,
-                          reread=exercises.reread(  # type: ignore[attr-defined]
-                              rung, failure.section or section))
-        with open(results, "a") as file:
-            file.write(json.dumps(result) + "\n")
-        return failure
-    return recorded
+    return check.main(argv, record)
 
 
 # --- A student copy ---------------------------------------------------------------------------
 
-SOLUTIONS = "tests/exercises/solutions"
+SOLUTIONS = "tests/ladder/solutions"
 # Tests that apply the reference solutions, or hold pieces of them (a wrong solution is a
 # solution with one mistake in it), and CI, which lints the solved file. A test in
-# tests/test_classroom.py finds every test that uses the solutions and checks that it is here.
-WITH_SOLUTIONS = ("tests/test_exercises.py", "tests/test_exercises_crypto.py",
-                  "tests/test_exercises_wireguard.py", "tests/test_classroom.py",
-                  "tests/test_rootless.py", "tests/test_capture.py", ".ci/run")
+# tests/test_ladder_classroom.py finds every test that uses the solutions and checks that it
+# is here.
+WITH_SOLUTIONS = ("tests/test_ladder_part_one.py", "tests/test_ladder_part_two_primitives.py",
+                  "tests/test_ladder_part_two_protocol.py", "tests/test_ladder_classroom.py",
+                  "tests/test_ladder.py", "tests/test_rootless.py", "tests/test_capture.py",
+                  ".ci/run")
 NOTE = """\
 # The reference solutions are not in this copy
 
-This copy of tinyvpn was made for coursework (`python3 tests/exercises.py --student-copy`):
+This copy of tinyvpn was made for coursework (`python3 tests/ladder/check.py --student-copy`):
 the reference solutions, and the tests that hold them, were left out. Your teacher has them;
-the checker, `python3 tests/exercises.py`, is all here.
+the checker, `python3 tests/ladder/check.py`, is all here.
 """
 
 
@@ -361,10 +352,10 @@ def student_copy(destination: Path) -> int:
     """Write the project's files (those git tracks, as they are now) to `destination`, less
     the reference solutions and the tests that hold them."""
     if destination.exists() and any(destination.iterdir()):
-        sys.exit(f"exercises: --student-copy {destination}: not empty; give a new folder")
+        sys.exit(f"ladder: --student-copy {destination}: not empty; give a new folder")
     listed = subprocess.run(["git", "-C", str(PROJECT), "ls-files", "-z"], capture_output=True)
     if listed.returncode != 0:
-        sys.exit("exercises: --student-copy copies the files git tracks: run it in the "
+        sys.exit("ladder: --student-copy copies the files git tracks: run it in the "
                  "project's git checkout")
     left_out = 0
     for name in sorted(listed.stdout.decode().split("\0")):
@@ -379,7 +370,7 @@ def student_copy(destination: Path) -> int:
     (destination / SOLUTIONS / "README.md").write_text(NOTE)
     print(f"Wrote a student copy of {PROJECT} to {destination}, without {left_out} files: the "
           f"reference solutions ({SOLUTIONS}/) and the files that hold them. Its checker: "
-          f"python3 {destination / 'tests' / 'exercises.py'}")
+          f"python3 {destination / 'tests' / 'ladder' / 'check.py'}")
     return 0
 
 

@@ -2,16 +2,16 @@
 """The one-machine demo: a real tinyvpn tunnel between two network namespaces. As root, or as
 an ordinary user where the kernel gives users namespaces of their own (netns.become_root):
 
-    python3 tests/demo.py           set up, ping through the tunnel, show every packet, one
-                                    datagram on the wire byte by byte, and an injected packet
-    python3 tests/demo.py --keep    ... then keep the tunnel up until Ctrl-C, showing packets
-    python3 tests/demo.py --options "--key /tmp/tinyvpn.key"
-                                    ... with these options for both tinyvpns (the exercises)
-    python3 tests/demo.py --nat     ... with a behind a NAT that forgets an idle tunnel after
-                                    3 s; --nat random: each new mapping gets a port of its own
-    python3 tests/demo.py --pcap FILE
-                                    ... keeping the cable's capture in FILE (by default
-                                    cable.pcap in a new folder of /tmp), for `wireshark FILE`
+    python3 tests/lab/demo.py        set up, ping through the tunnel, show every packet, one
+                                     datagram on the wire byte by byte, and an injected packet
+    python3 tests/lab/demo.py --keep ... then keep the tunnel up until Ctrl-C, showing packets
+    python3 tests/lab/demo.py --options "--key /tmp/tinyvpn.key"
+                                     ... with these options for both tinyvpns (the ladder's)
+    python3 tests/lab/demo.py --nat  ... with a behind a NAT that forgets an idle tunnel after
+                                     3 s; --nat random: each new mapping gets a port of its own
+    python3 tests/lab/demo.py --pcap FILE
+                                     ... keeping the cable's capture in FILE (by default
+                                     cable.pcap in a new folder of /tmp), for `wireshark FILE`
 
 Two namespaces ("hosts" a and b) are joined by a veth cable; tinyvpn runs in each. A third,
 mallory, is plugged into b's side and is no part of the tunnel. Everything is removed at the
@@ -34,8 +34,6 @@ from netns import MALLORY, PORT, TINYVPN, TUNNEL, UNDERLAY, Hosts
 
 sys.path.insert(0, str(TINYVPN.parent))
 from tinyvpn import describe_packet  # noqa: E402  (the decoder -d uses)
-
-WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire.py")
 
 
 def say(text: str) -> None:
@@ -91,7 +89,7 @@ def demo(keep: bool, options: list, nat: str = "", pcap: str = "") -> None:
         netns.bring_up_tunnel(hosts)
 
         say(f"a pings b's tunnel address {TUNNEL['b'][0]}: the packets go through tinyvpn")
-        netns.start(hosts, "b", sys.executable, WIRE, "record", f"{hosts.prefix}v", pcap,
+        netns.start(hosts, "b", sys.executable, wire.SCRIPT, "record", f"{hosts.prefix}v", pcap,
                     name="record")  # until the end: mallory's doing, too
         netns.wait_for(lambda: "listening" in netns.output(hosts, "record", "out"),
                        "the capture to start")
@@ -157,8 +155,8 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
     netns.add_mallory(hosts)
     say(f"Mallory ({MALLORY}), plugged into b's side of the cable but no part of the tunnel,\n"
         f"   sends b's port {PORT} one datagram: an echo request 'from' a's tunnel address")
-    forge = [*netns.in_namespace(hosts, "m"), sys.executable, WIRE, "forge", UNDERLAY["b"][0],
-             TUNNEL["a"][0], TUNNEL["b"][0]]
+    forge = [*netns.in_namespace(hosts, "m"), sys.executable, wire.SCRIPT, "forge",
+             UNDERLAY["b"][0], TUNNEL["a"][0], TUNNEL["b"][0]]
     show(forge)
     netns.sh(*forge)
     try:
@@ -183,7 +181,7 @@ def let_mallory_inject(hosts: Hosts, seen: dict) -> None:
   A real VPN stops this: every packet carries a tag made with a key only the peers share, and
   one without a valid tag is dropped; the inner source address must be one that peer may use
   (WireGuard's cryptokey routing); and a counter in each packet stops replays.
-  Build them yourself: the exercises in tests/exercises/README.md.""")
+  Build them yourself: the ladder in tests/ladder/README.md.""")
 
 
 def keep_up(hosts: Hosts, seen: dict, nat: str = "") -> None:

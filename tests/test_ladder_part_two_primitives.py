@@ -1,17 +1,21 @@
-"""Part two's first rungs (tests/exercises/part-two.md: 6. ChaCha20, 7. Poly1305 and the AEAD,
-8. X25519 and WireGuard's keys) keep their promise to a learner:
+"""Part two's first rungs (tests/ladder/part-two.md: 6. ChaCha20, 7. Poly1305 and the AEAD,
+8. X25519 and WireGuard's keys; checked by tests/ladder/part_two_primitives.py) keep their
+promise to a learner:
 
-- the checker's own primitives, which it uses to name a learner's mistake, pass the RFCs'
-  vectors, and every mistake it knows shows on at least one of its calls;
+- the checker's own primitives (tests/ladder/reference_crypto.py), which it uses to name a
+  learner's mistake, pass the RFCs' vectors, and every mistake it knows shows on at least one
+  of its calls;
 - the shipped tinyvpn.py fails each rung for want of the function it needs;
 - a crash is named first, with its error and line; an endless loop is caught;
 - with the reference solutions 1 to N applied, rung N passes and rung N + 1 does not (that
-  test, for every rung, is in test_exercises.py);
+  test, for every rung, is in test_ladder.py);
 - plausible wrong solutions (a reference solution with one mistake) are caught, each with words
   that name the mistake.
 
-These rungs need no root: the functions are called in a second Python, and rung 8 runs
-tinyvpn in stdio mode on 127.0.0.1. Rung 8 needs wg (wireguard-tools).
+The checks of these rungs need no root: the functions are called in a second Python
+(tests/ladder/probe.py), and rung 8 runs tinyvpn in stdio mode on 127.0.0.1; rung 8 needs wg
+(wireguard-tools). The runner (tests/ladder/check.py), which the tests of a learner's run
+start, needs root or a user namespace all the same: it makes namespaces for every rung.
 """
 
 import re
@@ -20,10 +24,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import exercises_crypto as crypto
+import part_two_primitives as primitives
 import pytest
+import reference_crypto as crypto
+import rungs
 from conftest import SOLUTIONS, Solved, skip_or_fail
+from harness import Failed
 from netns import TINYVPN
+from rungs import changed_lines
 
 TESTS = Path(__file__).resolve().parent
 
@@ -35,17 +43,8 @@ def wg() -> None:
         skip_or_fail("needs wg: apt-get install wireguard-tools")
 
 
-def check(rung: int, program: Path) -> "crypto.Failed | None":
-    try:
-        crypto.RUNGS[rung - 6][1](program)
-    except crypto.Failed as failure:
-        return failure
-    return None
-
-
-def changed_lines(patch: Path) -> int:
-    return sum(1 for line in patch.read_text().splitlines()
-               if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+def check(rung: int, program: Path) -> "Failed | None":
+    return rungs.check(rung, program)
 
 
 # --- The checker's own primitives ---------------------------------------------------------
@@ -67,10 +66,10 @@ def test_the_checkers_primitives_pass_the_rfc_vectors() -> None:
     assert crypto.x25519(crypto.ALICE[0], crypto.BOB[1]) == crypto.SHARED
 
 
-@pytest.mark.parametrize("name, calls", [("chacha20", crypto.chacha20_calls),
-                                         ("poly1305", crypto.aead_calls),
-                                         ("aead_encrypt", crypto.aead_calls),
-                                         ("x25519", crypto.x25519_calls)])
+@pytest.mark.parametrize("name, calls", [("chacha20", primitives.chacha20_calls),
+                                         ("poly1305", primitives.aead_calls),
+                                         ("aead_encrypt", primitives.aead_calls),
+                                         ("x25519", primitives.x25519_calls)])
 def test_every_mistake_the_checker_names_shows_on_one_of_its_calls(name: str, calls: object
                                                                    ) -> None:
     function, mistakes = crypto.MISTAKES[name]
@@ -92,10 +91,10 @@ def test_the_shipped_file_fails_each_rung_for_want_of_its_function(rung: int,
 
 @pytest.mark.ladder
 def test_a_learner_checks_rung_6_alone_with_only(root: None) -> None:
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "6", "--only"],
+    run = subprocess.run([sys.executable, str(TESTS / "ladder" / "check.py"), "6", "--only"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
-    assert run.stdout.startswith(f"Checking {TINYVPN} against rung 6 (tests/exercises/"
+    assert run.stdout.startswith(f"Checking {TINYVPN} against rung 6 (tests/ladder/"
                                  "part-two.md)\n  rung 6  ChaCha20      FAILED")
     assert "what happened: tinyvpn.py has no function chacha20 yet" in run.stdout
     assert "rung 1" not in run.stdout
@@ -103,7 +102,7 @@ def test_a_learner_checks_rung_6_alone_with_only(root: None) -> None:
 
 
 def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Solved) -> None:
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
+    run = subprocess.run([sys.executable, str(TESTS / "ladder" / "check.py"), "8", "--program",
                           str(solved(5))], capture_output=True, text=True,  # type: ignore
                          timeout=300)
     assert run.returncode == 1
@@ -112,8 +111,8 @@ def test_a_learner_who_solved_part_one_runs_rung_6(root: None, solved: Solved) -
     assert ("      what happened: tinyvpn.py has no function chacha20 yet\n"
             "      what should:   a function chacha20(key, counter, nonce, data) -> bytes at "
             "the top level of the file, with that name exactly (the contract in "
-            "tests/exercises/part-two.md)\n"
-            "      reread:        tests/exercises/part-two.md, \"6. ChaCha20\"\n") in run.stdout
+            "tests/ladder/part-two.md)\n"
+            "      reread:        tests/ladder/part-two.md, \"6. ChaCha20\"\n") in run.stdout
     assert run.stdout.endswith("Stopped at rung 6: 5 of 8 passed.\n")
 
 
@@ -138,11 +137,11 @@ def test_an_endless_loop_and_a_memory_hog_are_caught(tmp_path: Path) -> None:
     program = tmp_path / "tinyvpn.py"
     program.write_text("def chacha20(key, counter, nonce, data):\n    while True:\n"
                        "        pass\n")
-    with pytest.raises(crypto.Failed, match=r"chacha20 did not return in 2 s \(an endless "):
-        crypto.call_all(program, crypto.chacha20_calls(), timeout=2)
+    with pytest.raises(Failed, match=r"chacha20 did not return in 2 s \(an endless "):
+        primitives.call_all(program, primitives.chacha20_calls(), timeout=2)
     program.write_text("import time\n\ntime.sleep(60)  # main() run at import, say\n")
-    with pytest.raises(crypto.Failed, match=r"^importing tinyvpn.py did not end in 2 s$"):
-        crypto.call_all(program, crypto.chacha20_calls(), timeout=2)
+    with pytest.raises(Failed, match=r"^importing tinyvpn.py did not end in 2 s$"):
+        primitives.call_all(program, primitives.chacha20_calls(), timeout=2)
     program.write_text("def x25519(scalar, u):\n    return bytes(3 * 1024**3)\n")
     failure = check(8, program)
     assert failure is not None
@@ -161,7 +160,7 @@ def test_a_function_that_returns_something_else_is_told_so(tmp_path: Path) -> No
 
 def test_the_reference_solutions_of_part_two_are_small() -> None:
     names = [patch.name for patch in SOLUTIONS]
-    assert names[5:8] == ["6-chacha20.patch", "7-poly1305.patch", "8-x25519.patch"]
+    assert names[5:8] == ["06-chacha20.patch", "07-poly1305.patch", "08-x25519.patch"]
     sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS[5:8]}
     assert all(size <= 80 for size in sizes.values()), sizes
 
@@ -170,7 +169,7 @@ def test_the_reference_solutions_of_part_two_are_small() -> None:
 def test_a_learner_runs_rungs_1_to_8_on_the_solved_file(root: None, wg: None,
                                                         solved: Solved) -> None:
     program = solved(8)
-    run = subprocess.run([sys.executable, str(TESTS / "exercises.py"), "8", "--program",
+    run = subprocess.run([sys.executable, str(TESTS / "ladder" / "check.py"), "8", "--program",
                           str(program)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.search(r"rung 8  X25519\+keys +passed", run.stdout)
@@ -179,10 +178,10 @@ def test_a_learner_runs_rungs_1_to_8_on_the_solved_file(root: None, wg: None,
 
 def test_the_public_key_is_the_one_wg_pubkey_prints(solved: Solved, wg: None,
                                                     tmp_path: Path) -> None:
-    private, public = crypto.wg_keys(tmp_path, "a.key")
-    said, running = crypto.start_and_listen(solved(8), ["-d", "--private-key",  # type: ignore
-                                                        str(private), "--peer-key", public],
-                                            crypto.PUBLIC_KEY)
+    private, public = primitives.wg_keys(tmp_path, "a.key")
+    said, running = primitives.start_and_listen(
+        solved(8), ["-d", "--private-key", str(private), "--peer-key", public],  # type: ignore
+        primitives.PUBLIC_KEY)
     assert f"public key: {public}" in said and running
 
 

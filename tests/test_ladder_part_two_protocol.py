@@ -1,13 +1,15 @@
-"""Part two's rungs 9 to 12 (tests/exercises/part-two.md) keep their promise to a
-learner, like part one's (see test_exercises.py):
+"""Part two's rungs 9 to 12 (tests/ladder/part-two.md, checked by
+tests/ladder/part_two_protocol.py) keep their promise to a learner, like part one's (see
+test_ladder_part_one.py):
 
-- the checker's own arithmetic is right (RFC vectors), and it names a wrong mac1's mistake;
+- the checker's own arithmetic (tests/ladder/reference_crypto.py) is right (RFC vectors), and
+  it names a wrong mac1's mistake;
 - the shipped tinyvpn.py fails rungs 9 to 12 for want of --private-key;
 - with the reference solutions 1 to N applied in order (N from 9), rungs 9 to N pass, and rung
-  N + 1 does not (that test, for every rung, is in test_exercises.py);
+  N + 1 does not (that test, for every rung, is in test_ladder.py);
 - plausible wrong solutions are caught, each with words that name the mistake;
 - the solved file still passes the tunnel tests without the new options (in
-  test_exercises.py).
+  test_ladder.py).
 
 Every check talks to wireguard-go, configured by wg; rung 12's also sets a's clock with
 libfaketime, and plays b itself. The ones marked `ladder` take about a minute and a half with
@@ -21,18 +23,16 @@ import os
 import time
 from pathlib import Path
 
-import exercises
-import exercises_wireguard as checker
+import part_two_protocol as checker
 import pytest
+import reference_crypto as crypto
+import rungs
 from conftest import SOLUTIONS, Solved, skip_or_fail
-from ladder import Failed
+from harness import Failed
 from netns import TINYVPN
+from rungs import RUNGS, changed_lines
 
 TESTS = Path(__file__).resolve().parent
-
-
-def rung_of(patch: Path) -> int:
-    return int(patch.name.split("-")[0])
 
 
 @pytest.fixture
@@ -43,21 +43,17 @@ def wireguard(root: None) -> None:
         skip_or_fail(f"needs {lacking}")
 
 
-
-def changed_lines(patch: Path) -> int:
-    return sum(1 for line in patch.read_text().splitlines()
-               if line[:1] in "+-" and line[:3] not in ("+++", "---"))
-
-
 def test_part_two_has_four_reference_solutions_small_but_the_handshake() -> None:
-    names = [patch.name for patch in SOLUTIONS if rung_of(patch) >= 9]
-    assert names == ["9-handshake.patch", "10-transport.patch", "11-responder.patch",
+    protocol = [rung.solution for rung in RUNGS if rung.stretch == 9]
+    names = [patch.name for patch in protocol]
+    assert names == ["09-handshake.patch", "10-transport.patch", "11-responder.patch",
                      "12-timers.patch"]
-    sizes = {patch.name: changed_lines(patch) for patch in SOLUTIONS if rung_of(patch) >= 9}
+    assert protocol == SOLUTIONS[8:12]
+    sizes = {patch.name: changed_lines(patch) for patch in protocol}
     assert all(size <= 80 for name, size in sizes.items() if name != names[0]), sizes
     # The handshake cannot be cut in smaller pieces a check could confirm; the guide says why.
     # About 12 of its lines are the optional key log for Wireshark (TINYVPN_KEYLOG).
-    guide = (TESTS / "exercises" / "part-two.md").read_text()
+    guide = (TESTS / "ladder" / "part-two.md").read_text()
     assert sizes[names[0]] <= 180 and "**The patch is bigger than 80 lines**" in guide
 
 
@@ -65,26 +61,26 @@ def test_the_checkers_own_arithmetic_matches_the_rfcs() -> None:
     # RFC 7748 section 5.2, the first vector.
     scalar = bytes.fromhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
     u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
-    assert checker.x25519(scalar, u).hex() == \
+    assert crypto.x25519(scalar, u).hex() == \
         "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
     # WireGuard's AEAD: what is sealed opens; one bit flipped, or other aad, and it does not.
     key = bytes(range(32))
-    sealed = checker.seal(key, 7, b"a packet", b"H")
-    assert checker.unseal(key, 7, sealed, b"H") == b"a packet"
-    assert checker.unseal(key, 7, bytes([sealed[0] ^ 1]) + sealed[1:], b"H") is None
-    assert checker.unseal(key, 7, sealed, b"h") is None
-    assert checker.unseal(key, 8, sealed, b"H") is None
+    sealed = crypto.seal(key, 7, b"a packet", b"H")
+    assert crypto.unseal(key, 7, sealed, b"H") == b"a packet"
+    assert crypto.unseal(key, 7, bytes([sealed[0] ^ 1]) + sealed[1:], b"H") is None
+    assert crypto.unseal(key, 7, sealed, b"h") is None
+    assert crypto.unseal(key, 8, sealed, b"H") is None
 
 
 def test_the_checker_names_the_mistake_behind_a_wrong_mac1(tmp_path: Path) -> None:
     keys = checker.make_keys(tmp_path)
     # An initiation from b to a: a is the responder whose public key keys mac1.
     message = checker.initiate(keys, checker.tai64n(1_700_000_000 * 10**9)).message
-    body, mac1_key = message[:116], checker.digest(checker.LABEL_MAC1, keys.a_public)
-    for wrong, words in ((checker.mac(mac1_key, body + bytes(16)), "with mac1 as 16 zero bytes"),
-                         (checker.mac(checker.digest(checker.LABEL_MAC1, keys.b_public), body),
+    body, mac1_key = message[:116], crypto.digest(crypto.LABEL_MAC1, keys.a_public)
+    for wrong, words in ((crypto.mac(mac1_key, body + bytes(16)), "with mac1 as 16 zero bytes"),
+                         (crypto.mac(crypto.digest(crypto.LABEL_MAC1, keys.b_public), body),
                           "your OWN public key"),
-                         (checker.mac(keys.a_public, body), "used as the key itself"),
+                         (crypto.mac(keys.a_public, body), "used as the key itself"),
                          (bytes(16), "computed over the wrong bytes, or with the wrong key")):
         assert words in checker.mac1_mistake(body + wrong + bytes(16), keys.a_public,
                                              keys.b_public)
@@ -99,23 +95,23 @@ def initiation_with(keys: checker.Keys, one_hash: bool = False, mix_c: bool = Tr
             secret = hashlib.blake2s(data, key=key).digest()
             first = hashlib.blake2s(b"\x01", key=secret).digest()
             return [first, hashlib.blake2s(first + b"\x02", key=secret).digest()]
-        return checker.kdf(key, data)
+        return crypto.kdf(key, data)
 
     a, b_public, ephemeral = keys.a, keys.b_public, os.urandom(32)
-    chain = checker.digest(checker.CONSTRUCTION)
-    hashed = checker.digest(chain, checker.IDENTIFIER, b_public) if one_hash else \
-        checker.digest(checker.digest(chain, checker.IDENTIFIER), b_public)
-    public = checker.x25519(ephemeral)
+    chain = crypto.digest(crypto.CONSTRUCTION)
+    hashed = crypto.digest(chain, crypto.IDENTIFIER, b_public) if one_hash else \
+        crypto.digest(crypto.digest(chain, crypto.IDENTIFIER), b_public)
+    public = crypto.x25519(ephemeral)
     chain = derive(chain, public)[0] if mix_c else chain
-    hashed = checker.digest(hashed, public)
-    chain, key = derive(chain, checker.x25519(a if static_dh else ephemeral, b_public))
-    static = checker.seal(key, 0, keys.a_public, hashed)
-    before, hashed = hashed, checker.digest(hashed, static)
-    chain, key = derive(chain, checker.x25519(ephemeral if stamp_dh else a, b_public))
+    hashed = crypto.digest(hashed, public)
+    chain, key = derive(chain, crypto.x25519(a if static_dh else ephemeral, b_public))
+    static = crypto.seal(key, 0, keys.a_public, hashed)
+    before, hashed = hashed, crypto.digest(hashed, static)
+    chain, key = derive(chain, crypto.x25519(ephemeral if stamp_dh else a, b_public))
     stamp = checker.tai64n(time.time_ns())
     stamp = stamp[7::-1] + stamp[8:] if little_endian else stamp
-    sealed = checker.seal(key, 0, stamp, before if stamp_h_before else hashed)
-    return checker.with_macs(checker.INITIATION + os.urandom(4) + public + static + sealed,
+    sealed = crypto.seal(key, 0, stamp, before if stamp_h_before else hashed)
+    return crypto.with_macs(checker.INITIATION + os.urandom(4) + public + static + sealed,
                              b_public)
 
 
@@ -139,7 +135,7 @@ def test_the_checker_names_the_mistake_behind_an_initiation_it_cannot_read(
 @pytest.mark.parametrize("rung", [9, 10, 11, 12])
 def test_the_shipped_file_fails_part_two_for_want_of_its_options(
         wireguard: None, rung: int) -> None:
-    failure = exercises.check(rung, TINYVPN)
+    failure = rungs.check(rung, TINYVPN)
     assert failure is not None
     assert failure.happened == ("tinyvpn has no --private-key option yet: --help does not "
                                 "list it")
@@ -150,8 +146,8 @@ def test_the_shipped_file_fails_part_two_for_want_of_its_options(
 def test_rung_12_passes_solution_12_and_fails_11_which_has_no_timers(
         wireguard: None, solved: Solved) -> None:
     # Each check takes under a minute: a's clock is the check's (libfaketime).
-    assert exercises.check(12, solved(12)) is None
-    eleven = exercises.check(12, solved(11))
+    assert rungs.check(12, solved(12)) is None
+    eleven = rungs.check(12, solved(11))
     assert eleven is not None and "12. timers" in (eleven.section or ""), eleven.happened
 
 
@@ -286,11 +282,11 @@ def test_a_plausible_wrong_solution_is_caught(wireguard: None, solved: Solved,
     assert solution.count(text) == 1, f"the mistake no longer fits solution {rung}"
     program = tmp_path / "tinyvpn.py"
     program.write_text(solution.replace(text, wrong))
-    failure = exercises.check(rung, program)
+    failure = rungs.check(rung, program)
     assert failure is not None, f"{mistake}: passed rung {rung}"
     assert words in failure.happened, failure.happened
     # The section to reread is the rung's own: the check names the rule where it is taught.
-    assert (failure.section or exercises.RUNGS[rung - 1][2]) == exercises.RUNGS[rung - 1][2]
+    assert (failure.section or rungs.rung(rung).section) == rungs.rung(rung).section
 
 
 class Quiet:
@@ -326,7 +322,7 @@ def test_the_reference_never_waits_a_negative_time_whatever_the_clock_does(
 
     monkeypatch.setattr(module.time, "monotonic", clock)
     network = Quiet()
-    wireguard = module.WireGuard(network, os.urandom(32), checker.x25519(os.urandom(32)))
+    wireguard = module.WireGuard(network, os.urandom(32), crypto.x25519(os.urandom(32)))
     for _ in range(200):
         wireguard.send([memoryview(b"E" * 40)])  # a packet from the TUN, no session yet
         assert wireguard.tick() >= 0

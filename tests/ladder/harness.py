@@ -1,10 +1,11 @@
-"""What every rung's check shares, part one (tests/exercises.py) and part two alike: how a
-check says that a rung is not solved, and how it names a program that died. Standard library
-only.
+"""What every rung's check shares, in part one (part_one.py) and part two
+(part_two_primitives.py, part_two_protocol.py) alike: how a check says that a rung is not
+solved (Failed), how it names a program that died (crash, died), and how it keeps a failed
+check's cable when the learner asks (keep_cable). Standard library only.
 
-A check is a function check(program: Path) -> None that raises Failed; a rung is (name, check,
-guide section), appended to exercises.RUNGS. A check that runs programs names a dead one
-before any symptom it saw:
+A check is a function check(program: Path) -> None that raises Failed; the ladder's table,
+rungs.py, gives each rung its check. A check that runs programs names a dead one before any
+symptom it saw:
 
     try:
         ...  # the check
@@ -23,7 +24,7 @@ from typing import Callable, Optional
 import wire
 
 # Where a failed check keeps its cable, as pcap (PATH.pcap), when the learner asks for it
-# (tests/exercises.py --keep-cable); part two's checks add a key log (PATH.keylog).
+# (tests/ladder/check.py --keep-cable); part two's checks add a key log (PATH.keylog).
 KEEP: list = []  # [PATH] while one check runs; empty when nobody asked
 
 

@@ -1,8 +1,8 @@
 """Test hosts on one machine: network namespaces "a" and "b" joined by a veth cable.
 
-Used by the tests, the demo and the benchmark. Everything it makes carries a prefix unique to
-this run, uses only documentation addresses (RFC 5737, RFC 3849), and is removed on exit, also
-when the code inside the `with` fails:
+Used by the tests, the demo, the ladder's checks and the benchmarks. Everything it makes
+carries a prefix unique to this run, uses only documentation addresses (RFC 5737, RFC 3849),
+and is removed on exit, also when the code inside the `with` fails:
 
     with two_hosts() as hosts:
         start_tinyvpn(hosts, "a")                # tinyvpn inside namespace a, peer = b
@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 # The tinyvpn.py under test: the checkout's, or another (a solved exercise) named by
 # TINYVPN_PROGRAM, to run the tunnel tests on it.
 TINYVPN = Path(os.environ.get("TINYVPN_PROGRAM")
-               or Path(__file__).resolve().parent.parent / "tinyvpn.py").resolve()
+               or Path(__file__).resolve().parents[2] / "tinyvpn.py").resolve()
 UNDERLAY = {"a": ("192.0.2.1", "2001:db8:1::1"), "b": ("192.0.2.2", "2001:db8:1::2")}
 TUNNEL = {"a": ("198.51.100.1", "2001:db8:2::1"), "b": ("198.51.100.2", "2001:db8:2::2")}
 OTHER = {"a": "b", "b": "a"}
@@ -39,8 +39,8 @@ MALLORY = "192.0.2.3"  # the demo's third host, on b's side of the underlay: no 
 PORT = 5000
 # Leaves room for the 28 (IPv4) or 48 (IPv6) bytes of outer headers on a 1500-byte link.
 TUNNEL_MTU = 1400
-# How every name two_hosts() makes begins. The grader (tests/classroom.py) gives each learner's
-# checks a start of their own, to find and remove what they leave if it has to kill them.
+# How every name two_hosts() makes begins. The grader (tests/ladder/classroom.py) gives each
+# learner's checks a start of their own, to find and remove what they leave if it must kill them.
 PREFIX = os.environ.get("TINYVPN_NETNS_PREFIX", "tv")
 
 
@@ -397,7 +397,7 @@ def sysctl(hosts: Hosts, side: str, setting: str, value: int) -> None:
     run(hosts, side, sys.executable, "-c", f"open({path!r}, 'w').write('{value}')")
 
 
-# --- A real WireGuard peer (part two of the exercises, the benchmark) ----------------------
+# --- A real WireGuard peer (part two of the ladder, the benchmark) ----------------------
 
 WIREGUARD_SOCKETS = Path("/var/run/wireguard")  # where wg finds a wireguard-go by its name
 

@@ -1,9 +1,10 @@
-"""The checks of part two's rungs 9 to 12 (tests/exercises/part-two.md): the learner's
-tinyvpn speaks WireGuard with a real WireGuard peer. Standard library only.
+"""The checks of part two's rungs 9 to 12 (tests/ladder/part-two.md): the learner's tinyvpn
+speaks WireGuard with a real WireGuard peer. The runner calls them through the ladder's table
+(tests/ladder/rungs.py). Standard library only.
 
 Each check runs the learner's tinyvpn in namespace a, with --private-key and --peer-key, and a
 WireGuard that nobody here wrote in namespace b: wireguard-go, configured with `wg` (this kernel
-may have no wireguard module). It watches the cable with tests/wire.py, and, knowing every key
+may have no wireguard module). It watches the cable (recorder.py), and, knowing every key
 (it made them), decodes what a sent and says which field is wrong; it also plays the peer itself
 where it needs a message the real one would never send (a response with a bit flipped, an
 initiation replayed).
@@ -28,105 +29,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-import exercises_crypto as crypto
-import ladder
+import harness
 import netns
 import wire
-from exercises_crypto import NINE
-from ladder import Failed
-from netns import TUNNEL, UNDERLAY, Hosts
+from harness import Failed
+from netns import MALLORY, TUNNEL, UNDERLAY, Hosts
+from recorder import Recorder
+from reference_crypto import (
+    CONSTRUCTION,
+    IDENTIFIER,
+    LABEL_MAC1,
+    Noise,
+    digest,
+    kdf,
+    mac,
+    seal,
+    unseal,
+    with_macs,
+    x25519,
+)
 from traffic import tcp_transfer
+from wire import echo
 
-if TYPE_CHECKING:
-    from exercises import Recorder
-
-GUIDE = "tests/exercises/part-two.md"
+GUIDE = "tests/ladder/part-two.md"
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 
-# --- The checker's own WireGuard arithmetic (RFC 8439, RFC 7748, the WireGuard paper) ------
-# The primitives are the checker's own, those rungs 6 to 8 are judged by (exercises_crypto.py):
-# it never runs the learner's code to judge it.
-
-
-def x25519(scalar: bytes, u: bytes = NINE) -> bytes:
-    return crypto.x25519(scalar, u)
-
-
-def nonce(counter: int) -> bytes:
-    """WireGuard's AEAD nonce: 4 zero bytes, then the counter, little-endian."""
-    return bytes(4) + counter.to_bytes(8, "little")
-
-
-def seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
-    return crypto.aead_encrypt(key, nonce(counter), plaintext, aad)
-
-
-def unseal(key: bytes, counter: int, sealed: bytes, aad: bytes = b"") -> Optional[bytes]:
-    if len(sealed) < 16:
-        return None
-    plaintext = crypto.chacha20(key, 1, nonce(counter), sealed[:-16])
-    return plaintext if seal(key, counter, plaintext, aad) == sealed else None
-
-
-def digest(*parts: bytes) -> bytes:
-    return hashlib.blake2s(b"".join(parts)).digest()
-
-
-def kdf(key: bytes, data: bytes, count: int = 2) -> list:
-    secret, keys = hmac.new(key, data, hashlib.blake2s).digest(), [b""]
-    for i in range(1, count + 1):
-        keys.append(hmac.new(secret, keys[-1] + bytes([i]), hashlib.blake2s).digest())
-    return keys[1:]
-
-
-def mac(key: bytes, data: bytes) -> bytes:
-    return hashlib.blake2s(data, key=key, digest_size=16).digest()
-
-
-CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
-IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
-LABEL_MAC1 = b"mac1----"
 INITIATION, RESPONSE, TRANSPORT = (struct.pack("<I", kind) for kind in (1, 2, 4))
 NAMES = {1: "an initiation (type 1)", 2: "a response (type 2)", 3: "a cookie reply (type 3)",
          4: "a transport message (type 4)"}
-
-
-class Noise:
-    """A handshake's state, as the paper's section 5.4 mixes it: chaining key and hash."""
-
-    def __init__(self, responder: bytes) -> None:
-        self.chain = digest(CONSTRUCTION)
-        self.hash = digest(digest(self.chain, IDENTIFIER), responder)
-
-    def mix(self, data: bytes) -> bytes:
-        self.chain, key = kdf(self.chain, data)
-        return bytes(key)
-
-    def ephemeral(self, public: bytes) -> None:
-        self.mix(public)
-        self.hash = digest(self.hash, public)
-
-    def seal(self, key: bytes, plaintext: bytes) -> bytes:
-        sealed = seal(key, 0, plaintext, self.hash)
-        self.hash = digest(self.hash, sealed)
-        return sealed
-
-    def unseal(self, key: bytes, sealed: bytes) -> Optional[bytes]:
-        opened = unseal(key, 0, sealed, self.hash)
-        self.hash = digest(self.hash, sealed)
-        return opened
-
-    def preshared(self) -> bytes:
-        self.chain, extra, key = kdf(self.chain, bytes(32), 3)
-        self.hash = digest(self.hash, extra)
-        return bytes(key)
-
-
-def with_macs(message: bytes, receiver: bytes) -> bytes:
-    """The message followed by mac1 (keyed for `receiver`) and an empty mac2."""
-    return message + mac(digest(LABEL_MAC1, receiver), message) + bytes(16)
 
 
 def tai64n(nanoseconds: int) -> bytes:
@@ -383,23 +315,6 @@ with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
         raw.sendto(ip + struct.pack("!HHHH", 5000, 5000, 8 + len(payload), 0) + payload,
                    (sys.argv[2], 0))
 """
-MALLORY = "192.0.2.3"  # on b's end of the cable too: she can send as anyone, and listen
-
-
-def recorder(hosts: Hosts, side: str, interface: str) -> "Recorder":
-    """Part one's recorder (tests/wire.py record) on `interface` in namespace `side`."""
-    from exercises import Recorder  # exercises.py imports this module: not at the top
-
-    return Recorder(hosts, side, interface)
-
-
-def echo(packet: bytes) -> Optional[tuple]:
-    """(type, id, seq) of an IPv4 ICMP echo request (8) or reply (0)."""
-    header = (packet[0] & 0x0F) * 4 if packet else 0
-    if not packet or packet[0] >> 4 != 4 or len(packet) < header + 8 or packet[9] != 1:
-        return None
-    kind, _, _, identifier, sequence = struct.unpack("!BBHHH", packet[header:header + 8])
-    return (kind, identifier, sequence) if kind in (0, 8) else None
 
 
 class WireGuardLab:
@@ -408,7 +323,7 @@ class WireGuardLab:
     def __init__(self, hosts: Hosts, program: Path) -> None:
         self.hosts, self.program = hosts, program
         self.keys = make_keys(hosts.logs)
-        self.cable = recorder(hosts, "b", f"{hosts.prefix}v")
+        self.cable = Recorder(hosts, "b", f"{hosts.prefix}v")
         self.tinyvpn: Optional[subprocess.Popen] = None
         self.peer: Optional[subprocess.Popen] = None
         self.mallory: list = []  # her address, once b's end of the cable has it
@@ -418,7 +333,7 @@ class WireGuardLab:
         """a's tinyvpn -d, WireGuard's way (under `clock`, IPv4 only); Failed if it does not
         start."""
         command = clock.command(self.program) if clock else (sys.executable, str(self.program))
-        if ladder.KEEP:  # the learner wants to see the cable: their secrets too, if they can
+        if harness.KEEP:  # the learner wants to see the cable: their secrets too, if they can
             command = ("env", f"TINYVPN_KEYLOG={self.learners_keylog}", *command)
         options = ("--private-key", str(self.keys.a_file), "--peer-key",
                    b64(self.keys.b_public), *options)
@@ -484,6 +399,7 @@ class WireGuardLab:
 
     def inject(self, *payloads: bytes, source: str = B) -> None:
         """Datagrams to a:PORT from `source`:PORT (b's: wireguard-go's, if it runs)."""
+        # Mallory, an address on b's end of the cable: she can send as anyone, and listen.
         if source == MALLORY and MALLORY not in self.mallory:
             netns.add_address(self.hosts, "b", f"{self.hosts.prefix}v", (MALLORY,))
             self.mallory.append(MALLORY)
@@ -536,7 +452,7 @@ def wireguard_lab(program: Path) -> Iterator[WireGuardLab]:
         try:
             yield lab
         except Exception:
-            ladder.keep_cable(lab.cable.packets, lab.keylog)
+            harness.keep_cable(lab.cable.packets, lab.keylog)
             raise
 
 
@@ -748,7 +664,7 @@ def transport(session: Session, packet: bytes, counter: int) -> bytes:
 def check_transport(program: Path) -> None:
     with wireguard_lab(program) as lab:
         session = handshake(lab, "--keepalive", "1")
-        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
         first = transport(session, echo_request(1), 0)
         deliver(lab, a_tun, session, first, 1, "an echo request in transport message 0")
         shown = f"ICMP echo-request id={ECHO_ID} seq=1"
@@ -787,7 +703,7 @@ WINDOW = 2**13 - 64  # wireguard-go device/../replay/replay.go: (ringBlocks - 1)
 REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # the paper, 6.1; wireguard-go replay/replay.go
 
 
-def check_window_edge(lab: WireGuardLab, a_tun: "Recorder", session: Session) -> None:
+def check_window_edge(lab: WireGuardLab, a_tun: Recorder, session: Session) -> None:
     """Counter HIGH, then the oldest a window of WINDOW counters still holds: both taken; an
     authentic counter from REJECT_AFTER_MESSAGES up, and packets that are no IP packet that
     fits, refused."""
@@ -820,7 +736,7 @@ def check_window_edge(lab: WireGuardLab, a_tun: "Recorder", session: Session) ->
            "paper, section 6.2; wireguard-go replay/replay.go")
 
 
-def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: bytes,
+def deliver(lab: WireGuardLab, a_tun: Recorder, session: Session, message: bytes,
             sequence: int, what: str, source: str = B) -> None:
     """The check sends `message` from `source`; a must write the echo request in it, without
     its padding, to its TUN, and send the reply, sealed and padded, to `source`."""
@@ -850,7 +766,7 @@ def deliver(lab: WireGuardLab, a_tun: "Recorder", session: Session, message: byt
                      section)
 
 
-def taken(lab: WireGuardLab, a_tun: "Recorder", message: bytes, sequence: int, what: str,
+def taken(lab: WireGuardLab, a_tun: Recorder, message: bytes, sequence: int, what: str,
           source: str = B) -> None:
     """The check sends `message` from `source`; a must write the echo request in it to its
     TUN."""
@@ -897,7 +813,7 @@ def check_counters(lab: WireGuardLab, session: Session) -> None:
                      "10. transport")
 
 
-def refuse(lab: WireGuardLab, a_tun: "Recorder", message: bytes, what: str,
+def refuse(lab: WireGuardLab, a_tun: Recorder, message: bytes, what: str,
            source: str = MALLORY, should: str = "") -> None:
     """Mallory (or b) sends `message`: nothing reaches a's TUN, -d says why, and the peer does
     not move to mallory."""
@@ -1018,7 +934,7 @@ def check_responder(program: Path) -> None:
     with wireguard_lab(program) as lab:
         keys = lab.keys
         lab.start_tinyvpn()
-        a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+        a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
         stamp = time.time_ns()
         initiated = initiate(keys, tai64n(stamp))
         since = time.time()
@@ -1058,7 +974,7 @@ def check_responder(program: Path) -> None:
         with_a_restarted_peer(lab)
 
 
-def newer_session_first(lab: WireGuardLab, a_tun: "Recorder", answered: Session) -> None:
+def newer_session_first(lab: WireGuardLab, a_tun: Recorder, answered: Session) -> None:
     """a answered b; now b answers a's own initiation, a newer session. An echo request in
     the one a answered is taken, and answered in the newer (wireguard-go keypair.go: the
     stale `next` becomes `previous`, never `current`)."""
@@ -1449,7 +1365,7 @@ def check_rekey_on_receiving(timers: TimerLab, session: Session) -> None:
                          "receives on a session REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - "
                          "REKEY_TIMEOUT = 165 s old, not before (wireguard-go "
                          "device/receive.go, keepKeyFreshReceiving)", section)
-    a_tun = recorder(lab.hosts, "a", lab.hosts.tun)
+    a_tun = Recorder(lab.hosts, "a", lab.hosts.tun)
     clock.set(made + 181)
     since = time.time()
     send_as_b(timers, session, echo_request(21))
@@ -1498,15 +1414,7 @@ def through_wireguard_go_across_a_rekey(lab: WireGuardLab, clock: Clock, section
 def seconds(times: list) -> str:
     return ", ".join(f"{t:.0f}" for t in times) or "(none)"
 
-
-# --- The ladder ---------------------------------------------------------------------------
-
-RUNGS = (
-    ("handshake", check_handshake, "9. the handshake"),
-    ("transport", check_transport, "10. transport"),
-    ("responder", check_responder, "11. responder"),
-    ("timers", check_timers, "12. timers"),
-)
+# --- What part two needs ------------------------------------------------------------------
 
 
 def missing() -> Optional[str]:
