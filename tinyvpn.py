@@ -3,23 +3,25 @@
 
 A TUN interface is a network interface whose wire is a program: each IP packet the kernel
 routes to it, one os.read() returns, whole; each packet the program writes arrives on it as if
-from a wire. On host A (192.0.2.1), as root, and on host B with the addresses swapped:
+from a wire. On host A (real address 192.0.2.1), as root; on B, swap .1 and .2 throughout:
 
-    tinyvpn testvpn 192.0.2.2 5000 &    # creates interface testvpn, then relays
-    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn
+    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # makes interface testvpn, relays to B's port
+    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's address
 
-The address comes with a route, so a ping to 198.51.100.2 goes into the TUN. The whole idea is
-one loop: wait until the TUN or the UDP socket has something to read, then move it across: one
-IP packet in one UDP datagram to the peer's real address, whose tinyvpn writes it to its TUN.
+The /30 puts 198.51.100.0-3 on testvpn, so a ping to 198.51.100.2 goes into A's TUN. tinyvpn
+sends it, one IP packet in one UDP datagram, to B's real address; B's tinyvpn writes it into
+B's TUN; B's kernel answers, and the answer comes back the same way. The whole idea is one
+loop. select() sleeps until one of the descriptors it is given has something to read, and
+returns those that do (again next time, as long as anything is left in them):
 
     while True:
-        ready, _, _ = select.select([tun, sock], [], [])  # sleep until one can be read
+        ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write, no errors
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-Read from the top: main(), relay() (that loop), and its two ends, Local (the TUN) and Network
-(the socket), are a ping's whole path. Refinements follow, each under its heading, and named
-where the path hands work over to it.
+Read from the top: main(), relay() (that loop), its two ends, Local (the TUN) and Network (the
+socket), and their setting up, are a ping's whole path. Refinements follow, each under its
+heading, and named where the path hands work over to it.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -45,8 +47,8 @@ __version__ = "1.1.0"
 
 # An IP packet's length is a 16-bit field: 65,535 bytes at most; a TUN's MTU is no larger.
 MAX_PACKET = 65535
-# One UDP datagram carries that less the UDP header (8 bytes) and, over IPv4, the IP header (20);
-# IPv6's length field counts no header of its own, so 20 more. A longer packet: see "Too big".
+# A UDP datagram carries that less its 8-byte header and, over IPv4, the 20-byte IP header; IPv6
+# counts its own 40-byte header outside the 65,535, so 20 more. A longer packet: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most packets one wake-up moves each way: a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -85,7 +87,7 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
     `wakeup` needs no branch of its own. A signal makes it readable, which wakes select();
     then Python runs the signal's handler, which raises KeyboardInterrupt out of the loop."""
-    # select(to read, to write, errors) takes descriptors, or objects whose fileno() gives one.
+    # select(to read, to write, errors) takes descriptors, or objects with fileno(): ours.
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
         if local in ready:
@@ -121,11 +123,10 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH of them. A TUN is no stream: each read
-        returns one whole packet, never part of one, never two."""
+        """The packets waiting in the TUN, up to BATCH: a TUN is no stream, a read gives one."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # a memoryview, as Network.receive() gives: both ends pass one type to send()
+            try:  # a memoryview (copying nothing): one type everywhere, like receive()'s views
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # none left: open_tun() made reads return, not wait
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
@@ -170,8 +171,7 @@ class Network:
         self.sock, self.peer, self.log = sock, peer, log
         # receive() yields views of this buffer: relay() writes each out before the next read.
         self.buffer = memoryview(bytearray(MAX_PACKET))
-        # We batch where the kernel glues both ways, GSO and GRO (Linux 5.0): "Going fast".
-        self.glue = Glue(self) if enable_batching(sock) else None
+        self.glue = Glue(self) if enable_batching(sock) else None  # Linux 5.0: "Going fast"
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
@@ -207,13 +207,114 @@ class Network:
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
-            if flags & socket.MSG_TRUNC:  # cut short by our buffer (none is longer, even glued)
+            if flags & socket.MSG_TRUNC:  # cut to fit: never seen (none is longer), but drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one: datagrams glued together, see "Going fast"
                 yield from unglue(self.buffer[:length], control, sender)
             else:  # one datagram
                 yield self.buffer[:length], sender
+
+
+# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
+
+IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
+IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
+IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
+
+
+def open_tun(name: str) -> int:
+    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # Local.read() reads it dry
+        # /dev/net/tun opens blank; ioctl(), the system call for a device's own commands, makes
+        # it interface `name`. One we create lives as long as the descriptor; ip tuntap's stays.
+        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
+    except OSError as error:
+        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
+    return fd
+
+
+def make_ifreq(name: str) -> bytes:
+    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
+    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
+    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+
+
+def ioctl_write_request(letter: str, number: int, size: int) -> int:
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
+    return write_flag | size << 16 | ord(letter) << 8 | number
+
+
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
+# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
+TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
+
+
+def tun_error(name: str, error: OSError) -> str:
+    """Why open_tun() could not make interface `name`, and what to do about it."""
+    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
+                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
+                     "user $USER")
+    return {
+        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
+                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
+        errno.EPERM: no_permission, errno.EACCES: no_permission,
+        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
+                     "choose another INTERFACE name",
+        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
+                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
+    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
+
+
+# Room for bursts: the default (~208 KiB) holds ~90 datagrams of 1500 B; one that finds it full
+# is dropped. The kernel caps this at sysctl net.core.rmem_max and doubles it for bookkeeping.
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
+
+
+def open_udp_socket(port: int) -> socket.socket:
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        everywhere = "::"
+    except OSError:  # this kernel has no IPv6: IPv4 only
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        everywhere = "0.0.0.0"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
+    try:
+        sock.bind((everywhere, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            fail(f"UDP port {port} is already in use: stop the program using it or choose "
+                 "another PORT")
+        if error.errno == errno.EACCES:
+            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
+        fail(f"cannot bind UDP port {port}: {error.strerror}")
+    return sock
+
+
+def resolve_peer(peer: str, port: int, family: int) -> Address:
+    """Look up `peer` once, and return the address every datagram will be sent to."""
+    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
+    try:
+        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
+    except socket.gaierror as error:
+        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
+    peer_family, _, _, _, address = found[0]
+    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
+        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
+    return address
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with a one-line error on stderr and exit status 1."""
+    sys.exit(f"tinyvpn: {message}")
 
 
 # --- Going fast: batching ------------------------------------------------------------------
@@ -230,7 +331,7 @@ GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # its header and its int, a
 # linux/udp.h UDP_MAX_SEGMENTS: 64 datagrams per sendmsg() (128 since Linux 6.9), so 64 works.
 GSO_MAX_SEGMENTS = 64
 # The kernel cuts a lone datagram into IP fragments, never a glued one: it refuses a run whole,
-# EMSGSIZE (EINVAL on older kernels), if its datagrams exceed the path MTU; before Linux 6.11
+# EMSGSIZE (EINVAL on older kernels), over the path MTU (see "Too big"); before Linux 6.11
 # also with EIO, for a device that cannot compute a glued run's UDP checksums.
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 # After a refusal, runs that size or larger go one by one for RETRY_GLUED seconds, then it is asked
@@ -265,7 +366,7 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.size_limit = MAX_PACKET  # until retry_at, longer runs go one by one
+        self.glued_up_to = MAX_PACKET  # until retry_at, runs of longer packets go one by one
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
@@ -278,7 +379,7 @@ class Glue:
     def send_run(self, run: list[memoryview]) -> bool:
         """Send `run` with one sendmsg(); False if it was not sent (nothing of it was)."""
         size = len(run[0])
-        if size > self.size_limit and time.monotonic() < self.retry_at:  # refused a moment ago
+        if size > self.glued_up_to and time.monotonic() < self.retry_at:  # refused a moment ago
             return False
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
@@ -287,7 +388,7 @@ class Glue:
             self.network.sock.sendmsg(run, control, 0, self.network.peer)
         except OSError as error:  # refused whole
             if error.errno in GLUED_REFUSED:
-                self.size_limit, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
+                self.glued_up_to, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
             return False
         if self.network.log:
             self.network.log.sent(*run)
@@ -302,7 +403,7 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     run: list[memoryview] = []
     total = 0  # the run's bytes so far
     for packet in packets:
-        ended = not run or len(run[-1]) < len(run[0])  # none yet, or a shorter one came last
+        ended = not run or len(run[-1]) < len(run[0])  # none yet (so no run[0]), or a short one
         full = len(run) == GSO_MAX_SEGMENTS or total + len(packet) > UDP_PAYLOAD_IPV4
         if ended or full or len(packet) > len(run[0]):  # a longer packet starts a run too
             if run:
@@ -462,107 +563,6 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     return f"{name}, truncated header" if protocol in (ICMP, TCP, UDP, ICMPV6) else name
 
 
-# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
-
-IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
-IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
-IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 characters at most
-
-
-def open_tun(name: str) -> int:
-    """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
-    try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # Local.read() reads it dry
-        # /dev/net/tun opens blank; ioctl(), the system call for a device's own commands, makes
-        # it interface `name`. One we create lives as long as the descriptor; ip tuntap's stays.
-        fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
-    except OSError as error:
-        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
-    return fd
-
-
-def make_ifreq(name: str) -> bytes:
-    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
-    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
-    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-
-
-def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
-    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
-    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
-    write_flag = 0x80000000 if bit_31 else 0x40000000
-    return write_flag | size << 16 | ord(letter) << 8 | number
-
-
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
-TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-
-def tun_error(name: str, error: OSError) -> str:
-    """Why open_tun() could not make interface `name`, and what to do about it."""
-    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
-                     "user $USER")
-    return {
-        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
-                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
-        errno.EPERM: no_permission, errno.EACCES: no_permission,
-        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
-                     "choose another INTERFACE name",
-        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
-                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
-    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
-
-
-# Room for bursts: the default (~208 KiB) holds ~90 datagrams of 1500 B; one that finds it full
-# is dropped. The kernel caps this at sysctl net.core.rmem_max and doubles it for bookkeeping.
-RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
-
-
-def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever the sysctl default says.
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        everywhere = "::"
-    except OSError:  # this kernel has no IPv6: IPv4 only
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        everywhere = "0.0.0.0"
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
-    try:
-        sock.bind((everywhere, port))
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            fail(f"UDP port {port} is already in use: stop the program using it or choose "
-                 "another PORT")
-        if error.errno == errno.EACCES:
-            fail(f"UDP port {port} is below 1024 and needs root: choose a PORT from 1024 to 65535")
-        fail(f"cannot bind UDP port {port}: {error.strerror}")
-    return sock
-
-
-def resolve_peer(peer: str, port: int, family: int) -> Address:
-    """Look up `peer` once, and return the address every datagram will be sent to."""
-    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
-    try:
-        found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
-    except socket.gaierror as error:
-        fail(f"cannot resolve peer {peer!r}: {error.strerror}")
-    peer_family, _, _, _, address = found[0]
-    if family == socket.AF_INET6 and peer_family == socket.AF_INET:
-        return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
-    return address
-
-
-def fail(message: str) -> NoReturn:
-    """Stop with a one-line error on stderr and exit status 1."""
-    sys.exit(f"tinyvpn: {message}")
-
-
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
 # A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most (see the top), but a TUN's MTU may
 # be 65,535: a packet read from it may fit in none. A router that cannot forward a packet so big
@@ -585,18 +585,17 @@ def largest_payload(peer: Address) -> int:
 def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
     """The ICMP message, in its IP packet, telling the sender of `packet` that `mtu` bytes
     fit; None if `packet` is not IP."""
-    # The answer goes from the packet's destination back to its source.
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:  # type 3, code 4, checksum (0 now), 0, the MTU
-        source, destination = bytes(packet[16:20]), bytes(packet[12:16])
+        answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
         message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
-        return ip_packet(4, source, destination, with_checksum(message))
+        return ip_packet(4, answer_from, answer_to, with_checksum(message))
     if version == 6 and len(packet) >= 40:  # type 2, code 0, checksum (0 now), the MTU
-        source, destination = bytes(packet[24:40]), bytes(packet[8:24])
+        answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
         message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
         # An ICMPv6 checksum also covers the addresses, the length and the protocol.
-        pseudo_header = source + destination + struct.pack("!II", len(message), ICMPV6)
-        return ip_packet(6, source, destination, with_checksum(message, pseudo_header))
+        pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
+        return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
     return None
 
 
