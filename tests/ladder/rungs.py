@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import part_one
+import part_three_routing
 import part_two_primitives
 import part_two_protocol
 from harness import Failed
@@ -69,6 +70,9 @@ RUNGS = (
          "11-responder.patch", 9),
     Rung(12, "timers", part_two_protocol.check_timers, TWO, "12. timers", "12-timers.patch",
          9),
+    # Part three: a hub with many peers (cryptokey routing), wireguard-go spokes.
+    Rung(13, "many-peers", part_three_routing.check_routing, part_three_routing.GUIDE,
+         "13. many peers", "13-routing.patch", 13),
 )
 PART_ONE = max(rung.number for rung in RUNGS if rung.guide == ONE)  # what the runner climbs
 
