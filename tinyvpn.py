@@ -21,7 +21,11 @@ returns those that do (again next time, as long as anything is left in them):
 
 Read from the top: main(), relay() (that loop), its two ends, Local (the TUN) and Network (the
 socket), and their setting up, are a ping's whole path. Refinements follow, each under its
-heading, and named where the path hands work over to it.
+heading, and named where the path hands work over to it. Words used throughout: a descriptor,
+the number the kernel gives for an open file, device or socket; a link's MTU, the longest IP
+packet it carries (a longer one goes as IP fragments, or not at all), and the path MTU, the
+smallest on the way; ICMP, the messages of IP itself (ping's echo, "too big"); a control
+message, data the kernel passes beside a datagram.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -75,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
-        if error.errno == errno.EBADFD and not stdio:  # from Local.read(): the TUN is gone
+        if error.errno == errno.EBADFD and not stdio:  # "bad state", Local.read(): TUN gone
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
         fail(error.strerror or str(error))
     if log:
@@ -85,8 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    `wakeup` needs no branch of its own. A signal makes it readable, which wakes select();
-    then Python runs the signal's handler, which raises KeyboardInterrupt out of the loop."""
+    `wakeup` needs no branch: a signal wakes it, and then raises KeyboardInterrupt out of here."""
     # select(to read, to write, errors) takes descriptors, or objects with fileno(): ours.
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
@@ -100,9 +103,10 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
 def stop_on_signals() -> int:
     """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a pipe that they make readable."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
-    # Python notes a signal at once but runs its handler between two bytecodes: a signal that
-    # lands after the last one before select() starts would wait for the next packet, forever
-    # on an idle tunnel. So Python also writes a byte into this pipe, which wakes select().
+    # A signal during select() ends it at once. But Python runs a handler only between two
+    # bytecodes, so one landing just before select() starts would wait for the next packet,
+    # forever on an idle tunnel: hence this pipe, into which Python writes a byte for each
+    # signal. Nothing reads it: the handler ends the loop anyway.
     readable, written = os.pipe()
     os.set_blocking(written, False)  # a signal must never block on a full pipe
     signal.set_wakeup_fd(written)
@@ -188,7 +192,7 @@ class Network:
         """Send one packet as one datagram; if that fails, drop it and go on."""
         try:
             self.sock.sendto(packet, self.peer)  # longer than the link's MTU: as IP fragments
-        except OSError as error:  # no route yet, too big, ...: drop this packet, keep the tunnel
+        except OSError as error:  # no route yet, over 65,507 B, ...: drop it, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
             return
@@ -351,8 +355,7 @@ def enable_batching(sock: socket.socket) -> bool:
 
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
-    """Cut what GRO glued back into its datagrams: one size, the last maybe shorter, and one
-    sender (GRO glues only datagrams of one flow)."""
+    """Cut what GRO glued back into datagrams of one size (the last maybe shorter), one sender."""
     # control[0] is (level, type, data), and data is the size as a C int (include/net/udp.h,
     # udp_cmsg_recv); the kernel adds it only when it glued.
     size = struct.unpack("=i", control[0][2])[0]
@@ -398,8 +401,7 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs that one sendmsg() can carry: one size, but the last
     may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at most; and
-    UDP_PAYLOAD_IPV4 bytes in all (the kernel first takes a run as one UDP send, so it must fit
-    one datagram; IPv4's limit, the smaller, holds for either family)."""
+    UDP_PAYLOAD_IPV4 bytes (the kernel takes a run as one send first; the smaller limit)."""
     run: list[memoryview] = []
     total = 0  # the run's bytes so far
     for packet in packets:
@@ -419,8 +421,9 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 class Log:
-    """-d: one line on stderr for every packet, each way, and the totals at exit. A log never
-    takes the tunnel down: if stderr fails (a pipe whose reader left), logging stops."""
+    """-d: one line on stderr for every packet, each way, and the totals at exit. read() and
+    received() print a packet's line (and count it, received()); sent() only counts what the
+    kernel took; not_sent() prints why. If stderr fails, logging stops, never the tunnel."""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # started with 2>&-: nowhere to write
@@ -475,8 +478,8 @@ class Log:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
     def goodbye(self) -> None:
-        """Print the summary, but give up after a second if stderr will not take it (a pipe
-        that nobody reads): tinyvpn must end, though it now ignores Ctrl-C and SIGTERM."""
+        """Print the summary; give up after a second if stderr will not take it (a pipe nobody
+        reads): tinyvpn must end, though it ignores Ctrl-C and SIGTERM now."""
         signal.signal(signal.SIGALRM, signal.default_int_handler)
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
@@ -564,15 +567,13 @@ def describe_transport(protocol: int, segment: bytes) -> str:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most (see the top), but a TUN's MTU may
-# be 65,535: a packet read from it may fit in none. A router that cannot forward a packet so big
-# drops it and tells the sender, in an ICMP message, the size that fits: IPv4 "fragmentation
-# needed" (RFC 1191), IPv6 "packet too big" (RFC 8201). The sender's kernel keeps that path MTU
-# for the destination (10 minutes: sysctl net.ipv4.route.mtu_expires), and TCP sends smaller
-# segments. tinyvpn does as a router does: it writes that message into the TUN.
-
-# How much of the packet an answer quotes: 548 + 8 + 20 = 576 bytes in all (RFC 1812 4.3.2.3),
-# and 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535: a
+# packet read from it may fit in none. A router that cannot forward a packet so big drops it and
+# tells the sender, in ICMP, the size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6
+# "packet too big" (RFC 8201). The sender keeps that path MTU (10 min: net.ipv4.route.mtu_expires);
+# TCP sends less. tinyvpn answers into the TUN as a router would, but from the packet's destination
+# (it has no address). An answer quotes the packet's start: 548 + 8 + 20 = 576 bytes in all (RFC
+# 1812 4.3.2.3), and 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
 
 
