@@ -54,7 +54,7 @@ MAX_PACKET = 65535
 # A UDP datagram carries that less its 8-byte header and, over IPv4, the 20-byte IP header; IPv6
 # counts its own 40-byte header outside the 65,535, so 20 more. A longer packet: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
-BATCH = 64  # the most packets one wake-up moves each way: a flood one way never starves the other
+BATCH = 64  # the most reads one wake-up makes each way: a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
 
 
@@ -192,7 +192,7 @@ class Network:
         """Send one packet as one datagram; if that fails, drop it and go on."""
         try:
             self.sock.sendto(packet, self.peer)  # longer than the link's MTU: as IP fragments
-        except OSError as error:  # no route yet, over 65,507 B, ...: drop it, keep the tunnel
+        except OSError as error:  # no route yet, a firewall, ...: drop it, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
             return
@@ -275,8 +275,8 @@ def tun_error(name: str, error: OSError) -> str:
     }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
 
 
-# Room for bursts: the default (~208 KiB) holds ~90 datagrams of 1500 B; one that finds it full
-# is dropped. The kernel caps this at sysctl net.core.rmem_max and doubles it for bookkeeping.
+# Room for bursts: the default (~208 KiB, bookkeeping counted) holds ~90 datagrams of 1500 B, and
+# one that finds it full is dropped. The kernel caps this at sysctl net.core.rmem_max (doubled).
 RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
 
 
@@ -369,7 +369,7 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.glued_up_to = MAX_PACKET  # until retry_at, runs of longer packets go one by one
+        self.glued_up_to = MAX_PACKET  # longer runs go one by one; after retry_at, all are tried
         self.retry_at = 0.0  # when to offer the kernel a refused size again
 
     def send(self, packets: list[memoryview]) -> None:
@@ -426,7 +426,7 @@ class Log:
     kernel took; not_sent() prints why. If stderr fails, logging stops, never the tunnel."""
 
     def __init__(self, stdio: bool) -> None:
-        self.writing = sys.stderr is not None  # started with 2>&-: nowhere to write
+        self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
         self.decode = not stdio  # TUN packets are IP, and decoded; what stdin gives is not
         self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
             ("tun->net", "net->tun")
@@ -638,8 +638,8 @@ class Stdio(Local):
     def read(self) -> list[memoryview]:
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended. Like netcat, go on receiving: from now on select() (which
-            self.read_fd, self.never_written = os.pipe()  # asks fileno()) watches a silent pipe
+        if not chunk:  # stdin ended; like netcat, go on receiving. select() asks fileno() anew:
+            self.read_fd, self.never_written = os.pipe()  # a pipe kept open, so never at EOF
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
