@@ -337,7 +337,8 @@ SOLUTIONS = "tests/ladder/solutions"
 # is here.
 WITH_SOLUTIONS = ("tests/test_ladder_part_one.py", "tests/test_ladder_part_two_primitives.py",
                   "tests/test_ladder_part_two_protocol.py", "tests/test_ladder_classroom.py",
-                  "tests/test_ladder_part_three_routing.py", "tests/test_ladder.py",
+                  "tests/test_ladder_part_three_routing.py",
+                  "tests/test_ladder_part_three_cookies.py", "tests/test_ladder.py",
                   "tests/test_rootless.py", "tests/test_capture.py",
                   ".ci/run")
 NOTE = """\

@@ -116,6 +116,15 @@ AEAD_A_5 = (KEY_1C92, h("000000000102030405060708"), DRAFTS, h("f333888600000000
               "1955ebd63159434ecebb4e466dae5a1073a6727627097a1049e617d91d361094fa68f0ff77987130"
               "305beaba2eda04df997b714d6c6f2c29a6ad5cb4022b02709b"
               "eead9d67890cbb22392336fea1851f38"))
+# draft-irtf-cfrg-xchacha-03 2.2.1 (HChaCha20: key 00..1f, nonce, subkey) and A.3.1
+# (XChaCha20-Poly1305 of SUNSCREEN: key 80..9f, nonce 40..57, aad, ciphertext + tag).
+HCHACHA20_2_2_1 = (KEY_0_31, h("000000090000004a0000000031415927"),
+                   h("82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"))
+XAEAD_A_3_1 = (KEY_80_9F, bytes(range(0x40, 0x58)), SUNSCREEN, h("50515253c0c1c2c3c4c5c6c7"),
+               h("bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b"
+                 "4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69"
+                 "b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b5"
+                 "2ec0875924c1c7987947deafd8780acf49"))
 X25519_5_2 = (  # RFC 7748 5.2: scalar, u, the result
     (h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"),
      h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c"),
@@ -262,6 +271,43 @@ def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes,
             "no length block": pad16(aad, mistake) + pad16(tagged, mistake),
             }.get(mistake, pad16(aad, mistake) + pad16(tagged, mistake) + lengths)
     return ciphertext + poly1305(one_time_key, data)
+
+
+def hchacha20(key: bytes, nonce: bytes, mistake: str = "") -> bytes:
+    """draft-irtf-cfrg-xchacha 2.2: the block's 20 rounds on key and a 16-byte nonce (in the
+    counter's and the nonce's words), words 0-3 and 12-15 out, WITHOUT adding the input."""
+    out = struct.unpack("<16L", block(key, int.from_bytes(nonce[:4], "little"), nonce[4:]))
+    added = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574, *struct.unpack("<4L", nonce))
+    if mistake == "input added":  # the block's output as it is, the addition left in
+        added = (0,) * 8
+    words = out[:4] + out[12:]
+    return struct.pack("<8L", *((w - a) & MASK for w, a in zip(words, added)))
+
+
+def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes,
+                  mistake: str = "") -> bytes:
+    """XChaCha20-Poly1305 (the draft, 2.3): the AEAD under HChaCha20(key, nonce[:16]), with
+    nonce 4 zero bytes + nonce[16:]; a 24-byte nonce, which may be random."""
+    if mistake == "12-byte nonce, no HChaCha20":
+        return aead_encrypt(key, nonce[:12], plaintext, aad)
+    return aead_encrypt(hchacha20(key, nonce[:16], mistake), bytes(4) + nonce[16:],
+                        plaintext, aad)
+
+
+def xaead_decrypt(key: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> Optional[bytes]:
+    """What xaead_encrypt sealed, or None if it was not (its tag compared)."""
+    if len(sealed) < 16:
+        return None
+    plaintext = xchacha20(key, nonce, sealed[:-16])
+    return plaintext if xaead_encrypt(key, nonce, plaintext, aad) == sealed else None
+
+
+def xchacha20(key: bytes, nonce: bytes, data: bytes, mistake: str = "") -> bytes:
+    """XChaCha20 alone, from block 1 (as the AEAD encrypts): what a decryption that skips
+    the tag would read."""
+    if mistake == "12-byte nonce, no HChaCha20":
+        return chacha20(key, 1, nonce[:12], data)
+    return chacha20(hchacha20(key, nonce[:16], mistake), 1, bytes(4) + nonce[16:], data)
 
 
 AEAD_MISTAKES = {
