@@ -1,21 +1,17 @@
-"""Rung 14, cookies under load (tests/ladder/part-three-cookies.md), keeps its promise to a
+"""Rung 14, cookies under load (tests/ladder/part-three.md), keeps its promise to a
 learner, as rungs 9 to 12 do (see test_ladder_part_two_protocol.py):
 
 - the checker's XChaCha20-Poly1305 gives the draft's vectors, and it names the mistake behind
   a cookie reply it cannot open;
-- the file solved to the rung before fails rung 14, for want of a cookie's mac2; with the
-  reference solution it passes, and still passes rungs 9 to 12;
+- the file solved to the rung before (13) fails rung 14, for want of a cookie's mac2; with
+  the reference solution it passes, and still passes rungs 9 to 13;
 - plausible wrong solutions are caught, each with words that name the mistake.
 
-The rung's reference is the patch 14-cookies.patch, applied after every patch before it. Until
-rung 13 and the table's row for rung 14 are in (tests/ladder/rungs.py), "every patch before
-it" is 1 to 12, and the check is called directly; once the row is in, everything goes through
-the table. Each check takes about 20 s (wireguard-go, a flood, libfaketime).
+The rung's reference is the patch 14-cookies.patch, applied after every patch before it. Each
+check takes about 20 s (wireguard-go, a flood, libfaketime).
 """
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -29,31 +25,18 @@ from harness import Failed
 from rungs import RUNGS, changed_lines
 
 PATCH = rungs.SOLUTIONS / "14-cookies.patch"
-ROW = next((rung for rung in RUNGS if rung.name == "cookies"), None)  # None until it is added
+ROW = next(rung for rung in RUNGS if rung.name == "cookies")
 
 
 def check(program: Path) -> Optional[Failed]:
     """Rung 14's check on `program`, as the runner runs it; None if it passes."""
-    if ROW:
-        return rungs.check(ROW.number, program)
-    try:
-        checker.check_cookies(program)
-    except Failed as failure:
-        return failure
-    return None
+    return rungs.check(ROW.number, program)
 
 
 @pytest.fixture(scope="session")
-def references(solved: Solved, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+def references(solved: Solved) -> tuple:
     """(the file solved to the rung before 14, the file solved to 14), as a learner makes them."""
-    if ROW:
-        return solved(ROW.number - 1), solved(ROW.number)
-    before = solved(12)
-    after = tmp_path_factory.mktemp("cookies") / "tinyvpn.py"
-    shutil.copy(before, after)
-    subprocess.run(["git", "apply", str(PATCH)], cwd=after.parent, check=True,
-                   capture_output=True)
-    return before, after
+    return solved(ROW.number - 1), solved(ROW.number)
 
 
 @pytest.fixture
@@ -109,10 +92,10 @@ def test_rung_14_fails_the_file_solved_to_the_rung_before_and_passes_its_referen
 
 
 @pytest.mark.ladder
-def test_the_reference_of_rung_14_still_passes_rungs_9_to_12(lab_tools: None,
+def test_the_reference_of_rung_14_still_passes_rungs_9_to_13(lab_tools: None,
                                                             references: tuple) -> None:
     # Cookies must not change what part two's peers see: no load, no cookie, no mac2.
-    for rung in (9, 10, 11, 12):
+    for rung in (9, 10, 11, 12, 13):
         failure = rungs.check(rung, references[1])
         assert failure is None, f"rung {rung}: {failure and failure.happened}"
 
@@ -129,22 +112,12 @@ WRONG = [
      "return message[-16:] == bytes(16)", "a new initiation from b's key with a mac2 of 16 "
      "random bytes; a answered it with a response"),
     ("a DH before the load is judged (the static key decrypted first)",
-     "        if self.cookies.must_reply(message, sender):  # under load: before any DH\n"
-     "            with suppress(OSError):  # to the sender, who may not be the peer; lost if "
-     "refused\n"
-     "                self.network.sock.sendto(self.cookies.reply(message, sender), sender)\n"
-     "            return \"under load, and no valid mac2: answered with a cookie reply\"\n"
-     "        noise, theirs = Noise(self.public), message[8:40]\n"
-     "        noise.ephemeral(theirs)\n"
-     "        if noise.open(noise.mix(x25519(self.private, theirs)), message[40:88]) != self.peer:"
-     "\n            return \"initiation from another key than --peer-key's\"\n",
-     "        noise, theirs = Noise(self.public), message[8:40]\n"
-     "        noise.ephemeral(theirs)\n"
-     "        if noise.open(noise.mix(x25519(self.private, theirs)), message[40:88]) != self.peer:"
-     "\n            return \"initiation from another key than --peer-key's\"\n"
-     "        if self.cookies.must_reply(message, sender):\n"
-     "            self.network.sock.sendto(self.cookies.reply(message, sender), sender)\n"
-     "            return \"under load: answered with a cookie reply\"\n",
+     "        if self.cookies.answered(self.network, message, sender):  # before any DH\n"
+     "            return UNDER_LOAD\n"
+     "        static, noise = self.initiator(message)\n",
+     "        static, noise = self.initiator(message)\n"
+     "        if self.cookies.answered(self.network, message, sender):\n"
+     "            return UNDER_LOAD\n",
      "it computed a DH for them"),
     ("a cookie reply to an older initiation taken (the first mac1 kept)",
      "self.last_mac1 = message[-16:]", "self.last_mac1 = self.last_mac1 or message[-16:]",
@@ -158,8 +131,8 @@ WRONG = [
      "a's tinyvpn exited with status 1 while the check waited for second initiation after "
      "forged cookie replies"),
     ("the cookie reply sent to the peer, not to the initiation's sender",
-     "self.network.sock.sendto(self.cookies.reply(message, sender), sender)",
-     "self.network.send_one(memoryview(self.cookies.reply(message, sender)))",
+     "network.sock.sendto(self.reply(message, sender), sender)",
+     "network.send_one(memoryview(self.reply(message, sender)))",
      "from port 40002 of the same address, under mallory's flood (500 initiations a second, "
      "each with a valid mac1); a sent nothing back to 192.0.2.2:40002 within 5 s"),
     ("mac2 made over the bytes before mac1", "        return mac(self.cookie, message)\n",

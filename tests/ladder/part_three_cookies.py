@@ -1,4 +1,4 @@
-"""The check of rung 14, cookies under load (tests/ladder/part-three-cookies.md): the
+"""The check of rung 14, cookies under load (tests/ladder/part-three.md): the
 learner's tinyvpn answers a flood with cookie replies and no DH, and uses a cookie it is
 given. Standard library only; it reuses the lab of rungs 9 to 12 (part_two_protocol.py).
 
@@ -37,7 +37,7 @@ from netns import MALLORY, TUNNEL, UNDERLAY
 from part_two_protocol import INITIATION, RESPONSE, Clock, WireGuardLab, describe
 from reference_crypto import digest, mac
 
-GUIDE = "tests/ladder/part-three-cookies.md"
+GUIDE = "tests/ladder/part-three.md"
 SECTION = "14. cookies under load"  # in GUIDE
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
 COOKIE_REPLY = (3).to_bytes(4, "little")

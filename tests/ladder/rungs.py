@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import part_one
+import part_three_cookies
 import part_three_routing
 import part_two_primitives
 import part_two_protocol
@@ -73,6 +74,8 @@ RUNGS = (
     # Part three: a hub with many peers (cryptokey routing), wireguard-go spokes.
     Rung(13, "many-peers", part_three_routing.check_routing, part_three_routing.GUIDE,
          "13. many peers", "13-routing.patch", 13),
+    Rung(14, "cookies", part_three_cookies.check_cookies, part_three_cookies.GUIDE,
+         "14. cookies under load", "14-cookies.patch", 13),
 )
 PART_ONE = max(rung.number for rung in RUNGS if rung.guide == ONE)  # what the runner climbs
 
