@@ -403,14 +403,14 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at most; and
     UDP_PAYLOAD_IPV4 bytes (the kernel takes a run as one send first; the smaller limit)."""
     run: list[memoryview] = []
-    total = 0  # the run's bytes so far
+    size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        ended = not run or len(run[-1]) < len(run[0])  # none yet (so no run[0]), or a short one
+        ended = not run or len(run[-1]) < size  # none yet, or a shorter one came last
         full = len(run) == GSO_MAX_SEGMENTS or total + len(packet) > UDP_PAYLOAD_IPV4
-        if ended or full or len(packet) > len(run[0]):  # a longer packet starts a run too
+        if ended or full or len(packet) > size:  # a longer packet starts a run too
             if run:
                 yield run
-            run, total = [], 0
+            run, size, total = [], len(packet), 0
         run.append(packet)
         total += len(packet)
     if run:
