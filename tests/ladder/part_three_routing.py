@@ -207,6 +207,14 @@ def dropped_line(lab: HubLab, pattern: str) -> str:
     return lines[-1].strip() if lines else "(none)"
 
 
+def shown_dropped(lab: HubLab, pattern: str, packet: str, why: str) -> None:
+    """Failed unless the hub's last -d line matching `pattern` says DROPPED."""
+    line = dropped_line(lab, pattern)
+    if "DROPPED" not in line:
+        raise Failed(f"the hub's -d line for {packet}: {line}", f"-d shows it DROPPED, and "
+                     f"why: {why}", SECTION)
+
+
 # --- Rung 13: many peers, by cryptokey routing --------------------------------------------
 
 
@@ -282,10 +290,8 @@ def no_peer_is_unreachable(lab: HubLab) -> None:
                          "a packet no peer's AllowedIPs hold is dropped, and its sender told, "
                          "as the kernel's WireGuard tells it: ICMP host unreachable (type 3 "
                          "code 1), ICMPv6 address unreachable (type 1 code 3)", SECTION)
-        line = dropped_line(lab, rf"-> {re.escape(target)}\b")
-        if "DROPPED" not in line:
-            raise Failed(f"the hub's -d line for the packet to {target}: {line}",
-                         "-d shows it DROPPED, and why: no peer's AllowedIPs hold it", SECTION)
+        shown_dropped(lab, rf"-> {re.escape(target)}\b", f"the packet to {target}",
+                      "no peer's AllowedIPs hold it")
 
 
 def sources_are_checked(lab: HubLab, hub_tun: Recorder) -> None:
@@ -303,10 +309,8 @@ def sources_are_checked(lab: HubLab, hub_tun: Recorder) -> None:
                          "wrote it to its TUN", "after decryption, the inner source must be in "
                          "the AllowedIPs of the peer whose session opened it, else dropped "
                          "(wireguard-go device/receive.go)", SECTION)
-        line = dropped_line(lab, rf"{re.escape(source)}\b")
-        if "DROPPED" not in line:
-            raise Failed(f"the hub's -d line for spoke a's ping from {source}: {line}",
-                         "-d shows it DROPPED, and why: its source is not its peer's", SECTION)
+        shown_dropped(lab, rf"{re.escape(source)}\b", f"spoke a's ping from {source}",
+                      "its source is not its peer's")
 
 
 def mallory_is_nobody(lab: HubLab) -> None:
