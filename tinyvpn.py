@@ -155,7 +155,8 @@ class Local:
 
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        answer = too_big(packet, self.largest)
+        answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),  # RFC 1191
+                            struct.pack("!BBHI", 2, 0, 0, self.largest))  # RFC 4443, 3.2
         if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
             with suppress(OSError):
                 os.write(self.write_fd, answer)
@@ -583,17 +584,17 @@ def largest_payload(peer: Address) -> int:
     return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
 
 
-def too_big(packet: memoryview, mtu: int) -> Optional[bytes]:
-    """The ICMP message, in its IP packet, telling the sender of `packet` that `mtu` bytes
-    fit; None if `packet` is not IP."""
+def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
+    """An ICMP error about `packet`, in an IP packet to its sender; `ipv4` or `ipv6` is the
+    message's first 8 bytes: type, code, checksum (0 now), then 4 more; None if it is not IP."""
     version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:  # type 3, code 4, checksum (0 now), 0, the MTU
+    if version == 4 and len(packet) >= 20:
         answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
-        message = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + packet[:ICMP_QUOTE]
+        message = ipv4 + packet[:ICMP_QUOTE]
         return ip_packet(4, answer_from, answer_to, with_checksum(message))
-    if version == 6 and len(packet) >= 40:  # type 2, code 0, checksum (0 now), the MTU
+    if version == 6 and len(packet) >= 40:
         answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
-        message = struct.pack("!BBHI", 2, 0, 0, mtu) + packet[:ICMPV6_QUOTE]
+        message = ipv6 + packet[:ICMPV6_QUOTE]
         # An ICMPv6 checksum also covers the addresses, the length and the protocol.
         pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
         return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))

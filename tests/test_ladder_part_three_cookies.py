@@ -114,8 +114,14 @@ WRONG = [
     ("a DH before the load is judged (the static key decrypted first)",
      "        if self.cookies.answered(self.network, message, sender):  # before any DH\n"
      "            return UNDER_LOAD\n"
-     "        static, noise = self.initiator(message)\n",
-     "        static, noise = self.initiator(message)\n"
+     "        noise = Noise(self.public)\n"
+     "        noise.ephemeral(message[8:40])\n"
+     "        static = noise.open(noise.mix(x25519(self.private, message[8:40])), "
+     "message[40:88])\n",
+     "        noise = Noise(self.public)\n"
+     "        noise.ephemeral(message[8:40])\n"
+     "        static = noise.open(noise.mix(x25519(self.private, message[8:40])), "
+     "message[40:88])\n"
      "        if self.cookies.answered(self.network, message, sender):\n"
      "            return UNDER_LOAD\n",
      "it computed a DH for them"),
