@@ -1171,6 +1171,7 @@ def check_timers(program: Path) -> None:
         session = check_queue(timers, last)
         session = check_rekey_on_sending(timers, session)
         check_rekey_on_receiving(timers, session)
+        check_done_as_responder(timers)
         lab.stop_tinyvpn()
         through_wireguard_go_across_a_rekey(lab, timers.clock, section)
 
@@ -1381,6 +1382,29 @@ def check_rekey_on_receiving(timers: TimerLab, session: Session) -> None:
            for _, m in lab.sent(since) if m[:4] == TRANSPORT):
         raise Failed("a sent a transport message on a session 181 s old by its clock",
                      "no session is used after REJECT_AFTER_TIME (180 s)", section)
+
+
+def check_done_as_responder(timers: TimerLab) -> None:
+    """a's own handshake is under way (since 166 s); b's initiation crosses it, and b confirms
+    a's response: a's handshake is done too, so no retry of it follows."""
+    section, lab = "12. timers", timers.lab
+    initiated = initiate(timers.keys, tai64n(time.time_ns()))
+    since = time.time()
+    lab.inject(initiated.message)
+    _, response = lab.await_message(RESPONSE, since, 2, "response to the check's initiation "
+                                    "(b's key, timestamp now), while a's own handshake was "
+                                    "under way", "a response, at once", "11. responder")
+    send_as_b(timers, read_response(response, initiated, timers.keys))  # b confirms it
+    time.sleep(0.3)
+    timers.initiations()  # what a sent before it had the confirmation
+    later = REKEY_TIMEOUT + JITTER + ROUNDING + 0.1
+    timers.wake(timers.clock.now + later, f"{later:.2f} s after b confirmed a session")
+    if timers.initiations(0.5):
+        raise Failed("a was retrying its own initiation when it answered b's, and b confirmed "
+                     f"that session; {later:.2f} s later by its clock, a initiated again",
+                     "a session confirmed ends the handshake under way, whoever began it: no "
+                     "more retries (wireguard-go device/receive.go, ReceivedWithKeypair, then "
+                     "device/timers.go, timersHandshakeComplete)", section)
 
 
 def through_wireguard_go_across_a_rekey(lab: WireGuardLab, clock: Clock, section: str) -> None:
