@@ -117,8 +117,8 @@ class Lab:
     def keyed(self, *options_of_a: str) -> Recorder:
         """Both tinyvpns with --key (a with `options_of_a` too), the tunnel up, and a ping
         across; returns a recorder on b's TUN."""
+        self.start("b", "--key", "KEY")  # first: bound, it hears every datagram a sends
         self.start("a", "--key", "KEY", *options_of_a)
-        self.start("b", "--key", "KEY")
         b_tun = Recorder(self.hosts, "b", self.hosts.tun)
         if "--keepalive" in options_of_a:  # the TUNs are down: all a sends is keep-alives
             netns.wait_for(lambda: len(self.cable.datagrams(A, B)) >= 2, "a's keep-alives", 3)
