@@ -5,7 +5,7 @@ A TUN interface is a network interface whose wire is a program: each IP packet t
 out of it, the program gets whole from one os.read(), and each packet the program writes arrives
 as if from a wire. Run this as root on host A (real address 192.0.2.1); on B, swap .1 and .2:
 
-    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # it creates interface testvpn, then relays
+    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
 The /30 puts 198.51.100.0-3 on testvpn, so a ping to 198.51.100.2 goes into A's TUN. tinyvpn
@@ -200,9 +200,9 @@ class Network:
         for _ in range(BATCH):
             try:
                 # recvmsg_into() fills our buffer and, unlike recv(), returns any control message
-                # too (data the kernel adds beside a datagram: GRO's fits in GRO_SPACE). With
-                # MSG_DONTWAIT, it raises if none is queued; the socket itself stays blocking, so
-                # that sendto() waits for room instead of dropping a packet.
+                # too: data the kernel adds beside a datagram (GRO_SPACE, under "Going fast", is
+                # room for GRO's). With MSG_DONTWAIT it raises if none is queued; the socket stays
+                # blocking, so that sendto() waits for room instead of dropping a packet.
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # nothing more is queued
