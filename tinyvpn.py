@@ -101,7 +101,7 @@ def stop_on_signals() -> int:
     A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
     set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
     KeyboardInterrupt that main() catches. A signal landing just before select() starts would
-    wait for a packet to wake it, forever on an idle tunnel: the byte wakes it (none reads it)."""
+    wait for a packet, forever on an idle tunnel; the byte wakes it at once (nothing reads it)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
     readable, written = os.pipe()
     os.set_blocking(written, False)  # a signal must never block on a full pipe
@@ -116,13 +116,13 @@ class Local:
 
     def __init__(self, tun: int, largest: int, log: Optional["Log"]) -> None:
         self.read_fd = self.write_fd = tun  # one descriptor, read and written (Stdio: two)
-        self.largest, self.log = largest, log  # what one datagram carries; -d's Log, or None
+        self.largest, self.log = largest, log  # the most one datagram carries; -d's Log or None
 
     def fileno(self) -> int:  # what select() watches
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, BATCH at most. Each os.read() of it gives one packet."""
+        """The packets waiting in the TUN, up to BATCH (select() returns at once for the rest)."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
             try:  # wrapped in a memoryview, as Network.receive() gives: one type both ways
@@ -207,7 +207,7 @@ class Network:
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # nothing more is queued
                 return
-            if flags & socket.MSG_TRUNC:  # cut to fit our buffer (none is longer): drop it
+            if flags & socket.MSG_TRUNC:  # cut to fit our buffer: it cannot happen, but drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one: datagrams glued together, see "Going fast"
