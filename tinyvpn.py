@@ -125,11 +125,11 @@ class Local:
         """The packets waiting in the TUN, up to BATCH (select() returns at once for the rest)."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # wrapped in a memoryview, as Network.receive() gives: one type both ways
+            try:  # a memoryview, as Network.receive() gives, so both ways pass one type
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
-            except BlockingIOError:  # none left: open_tun() made reads return, not wait
+            except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
-            if len(packet) > self.largest:  # it would fit in no datagram: tell its sender
+            if len(packet) > self.largest:  # too long for any datagram, so tell its sender
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
@@ -210,7 +210,7 @@ class Network:
             if flags & socket.MSG_TRUNC:  # cut to fit our buffer: it cannot happen, but drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-            elif control:  # only GRO adds one: datagrams glued together, see "Going fast"
+            elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
                 yield from unglue(self.buffer[:length], control, sender)
             else:  # one datagram, like a ping's
                 yield self.buffer[:length], sender
@@ -294,7 +294,7 @@ def fail(message: str) -> NoReturn:
 # datagrams in one call. Sending, with Generic Segmentation Offload (GSO), one sendmsg() passes
 # a buffer and a size, and the kernel cuts the buffer into datagrams of that size. Receiving,
 # with Generic Receive Offload (GRO), one recvmsg() may return several datagrams of one size,
-# glued, and their size; unglue() cuts them apart. The wire is the same: one datagram a packet.
+# glued, and their size; unglue() cuts them apart. The wire is the same: a datagram per packet.
 
 UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
@@ -302,9 +302,9 @@ GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that message: he
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # The kernel cuts a lone datagram into IP fragments, but a glued run of datagrams longer than
 # the path MTU (the smallest MTU on the way) it refuses whole: EMSGSIZE, or EINVAL on older
-# kernels, or EIO where the device cannot compute the UDP checksums of a run.
+# kernels, or EIO (before Linux 6.11) where the device cannot compute a run's UDP checksums.
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-RETRY_GLUED = 1.0  # runs that long then go one by one for 1 s: the path MTU may come back up
+RETRY_GLUED = 1.0  # after a refusal, runs that long go singly for 1 s; the path MTU may grow
 
 
 def enable_batching(sock: socket.socket) -> bool:
@@ -320,7 +320,7 @@ def enable_batching(sock: socket.socket) -> bool:
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
     """Cut what GRO glued back into datagrams of one size (the last maybe shorter), one sender."""
-    # control[0] is (level, type, data); data is the size, a 4-byte C int (udp_cmsg_recv()).
+    # control[0] is (level, type, data): the size, a 4-byte int (include/net/udp.h, udp_cmsg_recv).
     size = struct.unpack("=i", control[0][2])[0]
     for start in range(0, len(glued), size):
         yield glued[start:start + size], sender
