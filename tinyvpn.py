@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """tinyvpn: a tiny point-to-point VPN, written to be read.
 
-A TUN interface is a network interface whose wire is a program: each IP packet the kernel
-routes to it, one os.read() returns, whole; each packet the program writes arrives on it as if
-from a wire. On host A (real address 192.0.2.1), as root; on B, swap .1 and .2 throughout:
+A TUN interface is a network interface whose wire is a program: each IP packet the kernel sends
+out of it, the program gets whole from one os.read(), and each packet the program writes arrives
+as if from a wire. Run this as root on host A (real address 192.0.2.1); on B, swap .1 and .2:
 
-    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # makes interface testvpn, relays to B's port
-    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's address
+    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
+    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
 The /30 puts 198.51.100.0-3 on testvpn, so a ping to 198.51.100.2 goes into A's TUN. tinyvpn
-sends it, one IP packet in one UDP datagram, to B's real address; B's tinyvpn writes it into
-B's TUN; B's kernel answers, and the answer comes back the same way. The whole idea is one
-loop. select() sleeps until one of the descriptors it is given has something to read, and
-returns those that do (again next time, as long as anything is left in them):
+sends the packet, one IP packet in one UDP datagram, to B's real address; B's tinyvpn writes it
+into B's TUN; B's kernel answers, and the answer comes back the same way. The whole idea is one
+loop. select() sleeps until one of the descriptors it is given (the numbers the kernel gives a
+program for its open files and sockets) has something to read, then returns those that do:
 
     while True:
         ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write, no errors
@@ -20,12 +20,8 @@ returns those that do (again next time, as long as anything is left in them):
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
 Read from the top: main(), relay() (that loop), its two ends, Local (the TUN) and Network (the
-socket), and their setting up, are a ping's whole path. Refinements follow, each under its
-heading, and named where the path hands work over to it. Words used throughout: a descriptor,
-the number the kernel gives for an open file, device or socket; a link's MTU, the longest IP
-packet it carries (a longer one goes as IP fragments, or not at all), and the path MTU, the
-smallest on the way; ICMP, the messages of IP itself (ping's echo, "too big"); a control
-message, data the kernel passes beside a datagram.
+socket), and how they are set up, are a ping's whole path. Then come refinements, each under
+its own heading, and each is named where the path hands work over to it.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -49,27 +45,27 @@ from typing import Any, NoReturn, Optional
 
 __version__ = "1.1.0"
 
-# An IP packet's length is a 16-bit field: 65,535 bytes at most; a TUN's MTU is no larger.
+# An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
+# the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
 # A UDP datagram carries that less its 8-byte header and, over IPv4, the 20-byte IP header; IPv6
 # counts its own 40-byte header outside the 65,535, so 20 more. A longer packet: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
-BATCH = 64  # the most reads one wake-up makes each way: a flood one way never starves the other
+BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
 
 
 # --- main, and the loop it runs -----------------------------------------------------------
 
-
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, then relay until Ctrl-C or SIGTERM: exit status 0 (fail() exits 1)."""
-    wakeup = stop_on_signals()  # from here on, Ctrl-C and SIGTERM end relay() (see there)
+    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained after relay()
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # after the TUN: scripts wait for the port, then use it
+        sock = open_udp_socket(args.port)  # once this port is bound, the TUN is there too
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
@@ -101,12 +97,12 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
 
 
 def stop_on_signals() -> int:
-    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt; return a pipe that they make readable."""
+    """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
+    A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
+    set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
+    KeyboardInterrupt that main() catches. A signal landing just before select() starts would
+    wait for a packet, forever on an idle tunnel; the byte wakes it at once (nothing reads it)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
-    # A signal during select() ends it at once. But Python runs a handler only between two
-    # bytecodes, so one landing just before select() starts would wait for the next packet,
-    # forever on an idle tunnel: hence this pipe, into which Python writes a byte for each
-    # signal. Nothing reads it: the handler ends the loop anyway.
     readable, written = os.pipe()
     os.set_blocking(written, False)  # a signal must never block on a full pipe
     signal.set_wakeup_fd(written)
@@ -115,30 +111,29 @@ def stop_on_signals() -> int:
 
 # --- The local end: the TUN interface ------------------------------------------------------
 
-
 class Local:
-    """This host's end of the tunnel: a TUN interface (in stdio mode, Stdio: see below)."""
+    """This host's end of the tunnel: a TUN interface (Stdio, under "stdio mode", is one too)."""
 
     def __init__(self, tun: int, largest: int, log: Optional["Log"]) -> None:
         self.read_fd = self.write_fd = tun  # one descriptor, read and written (Stdio: two)
-        self.largest, self.log = largest, log  # largest: the longest packet a datagram takes
+        self.largest, self.log = largest, log  # the most one datagram carries; -d's Log or None
 
     def fileno(self) -> int:  # what select() watches
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH: a TUN is no stream, a read gives one."""
+        """The packets waiting in the TUN, up to BATCH (select() returns at once for the rest)."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # a memoryview (copying nothing): one type everywhere, like receive()'s views
+            try:  # a memoryview, as Network.receive() gives, so both ways pass one type
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
-            except BlockingIOError:  # none left: open_tun() made reads return, not wait
+            except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
-            if len(packet) > self.largest:  # it would fit in no datagram: tell its sender
+            if len(packet) > self.largest:  # too long for any datagram, so tell its sender
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
-            if self.log:  # -d: its line now; Log.sent() counts it once the kernel takes it
+            if self.log:  # -d prints its line now; it is counted once the kernel sends it
                 self.log.read(packet)
         return packets
 
@@ -155,8 +150,10 @@ class Local:
 
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),  # RFC 1191
-                            struct.pack("!BBHI", 2, 0, 0, self.largest))  # RFC 4443, 3.2
+        # ICMP, IP's own messages (see "Too big"): IPv4's "fragmentation needed" (RFC 1191)
+        # or IPv6's "packet too big" (RFC 4443, 3.2), each with the size that fits.
+        answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),
+                            struct.pack("!BBHI", 2, 0, 0, self.largest))
         if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
             with suppress(OSError):
                 os.write(self.write_fd, answer)
@@ -167,32 +164,32 @@ class Local:
 
 # --- The network end: one UDP socket, and the peer's address -------------------------------
 
-
 class Network:
-    """The UDP socket: each packet goes to the peer as one datagram; datagrams come from anyone.
-    Where it can, a burst goes in fewer system calls as the same datagrams ("Going fast")."""
+    """The UDP socket: each packet goes to the peer as one datagram. Datagrams come from anyone:
+    nothing checks `sender` (-d prints it); a VPN that authenticates would, in receive()."""
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
-        # receive() yields views of this buffer: relay() writes each out before the next read.
+        # receive() yields views of this one buffer, not copies; each is written before the next.
         self.buffer = memoryview(bytearray(MAX_PACKET))
-        self.glue = Glue(self) if enable_batching(sock) else None  # Linux 5.0: "Going fast"
+        # On Linux 5.0+, bursts go through Glue ("Going fast"): the same datagrams in fewer calls.
+        self.glue = Glue(self) if enable_batching(sock) else None
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order."""
-        if self.glue and len(packets) > 1:  # a burst: glued where it can be ("Going fast")
+        if self.glue and len(packets) > 1:  # a burst: Glue sends it ("Going fast")
             self.glue.send(packets)
             return
-        for packet in packets:  # a lone packet (a ping): one sendto()
+        for packet in packets:  # a lone packet, like a ping: one sendto()
             self.send_one(packet)
 
     def send_one(self, packet: memoryview) -> None:
         """Send one packet as one datagram; if that fails, drop it and go on."""
-        try:
-            self.sock.sendto(packet, self.peer)  # longer than the link's MTU: as IP fragments
+        try:  # a datagram longer than the link's MTU leaves as IP fragments; B's kernel joins them
+            self.sock.sendto(packet, self.peer)
         except OSError as error:  # no route yet, a firewall, ...: drop it, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
@@ -201,23 +198,24 @@ class Network:
             self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting, each with the address it came from: up to BATCH reads. Each
-        is a view of our one buffer, and the next read overwrites it: use it before then."""
+        """The datagrams waiting, BATCH at most, each with the address it came from. Each is a
+        view of our one buffer, which the next read overwrites: use it before then."""
         for _ in range(BATCH):
             try:
-                # recvmsg_into(), unlike recv(), also gives control messages, data the kernel
-                # adds beside a datagram (GRO's, in GRO_SPACE). MSG_DONTWAIT: raise if none is
-                # queued. The socket stays blocking, so that a sendto() waits, dropping nothing.
+                # recvmsg_into() fills our buffer and, unlike recv(), returns any control message
+                # too: data the kernel adds beside a datagram (GRO_SPACE, under "Going fast", is
+                # room for GRO's). With MSG_DONTWAIT it raises if none is queued; the socket stays
+                # blocking, so that sendto() waits for room instead of dropping a packet.
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            except BlockingIOError:  # nothing more is queued
                 return
-            if flags & socket.MSG_TRUNC:  # cut to fit: never seen (none is longer), but drop it
+            if flags & socket.MSG_TRUNC:  # cut to fit our buffer: it cannot happen, but drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
-            elif control:  # only GRO adds one: datagrams glued together, see "Going fast"
+            elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
                 yield from unglue(self.buffer[:length], control, sender)
-            else:  # one datagram
+            else:  # one datagram, like a ping's
                 yield self.buffer[:length], sender
 
 
@@ -231,54 +229,25 @@ IFNAMSIZ = 16  # an interface name is 16 bytes including its final NUL: 15 chara
 def open_tun(name: str) -> int:
     """Create TUN interface `name` (or attach to a persistent one); return its descriptor."""
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # Local.read() reads it dry
-        # /dev/net/tun opens blank; ioctl(), the system call for a device's own commands, makes
-        # it interface `name`. One we create lives as long as the descriptor; ip tuntap's stays.
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # an empty read raises, not waits
+        # /dev/net/tun opens blank. ioctl() sends a device its own commands: TUNSETIFF ("set
+        # interface", a number computed in "Details of open_tun()") makes it interface `name`.
+        # An interface we create lives as long as the descriptor; one made by ip tuntap stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
-        fail(tun_error(name, error))  # one line that says what to do: see tun_error(), below
+        fail(tun_error(name, error))  # one line saying what to do: see "Details of open_tun()"
     return fd
 
 
 def make_ifreq(name: str) -> bytes:
-    """struct ifreq, as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes."""
-    # 16 bytes of NUL-padded name, a 2-byte short of flags, 22 bytes for the rest of the union.
+    """struct ifreq as TUNSETIFF reads it: 16 bytes of NUL-padded name, 2 of flags, 22 unused."""
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
 
 
-def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
-    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
-    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
-    write_flag = 0x80000000 if bit_31 else 0x40000000
-    return write_flag | size << 16 | ord(letter) << 8 | number
-
-
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
-TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-
-def tun_error(name: str, error: OSError) -> str:
-    """Why open_tun() could not make interface `name`, and what to do about it."""
-    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
-                     "user $USER")
-    return {
-        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
-                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
-        errno.EPERM: no_permission, errno.EACCES: no_permission,
-        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
-                     "choose another INTERFACE name",
-        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
-                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
-    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
-
-
-# Room for bursts: the default (~208 KiB, bookkeeping counted) holds ~90 datagrams of 1500 B, and
-# one that finds it full is dropped. The kernel caps this at sysctl net.core.rmem_max (doubled).
-RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes of datagrams the kernel may queue for us
+# How many bytes of datagrams the kernel queues for us; more arriving are dropped. The default,
+# ~208 KiB, holds ~90 datagrams of 1500 B. The kernel silently gives no more than sysctl
+# net.core.rmem_max (doubled); tinyvpn works either way, losing more in a burst.
+RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def open_udp_socket(port: int) -> socket.socket:
@@ -291,7 +260,7 @@ def open_udp_socket(port: int) -> socket.socket:
     except OSError:  # this kernel has no IPv6: IPv4 only
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         everywhere = "0.0.0.0"
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # room for bursts
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
     except OSError as error:
@@ -323,29 +292,26 @@ def fail(message: str) -> NoReturn:
 
 
 # --- Going fast: batching ------------------------------------------------------------------
-# Each system call costs microseconds in Python: per packet, not per byte. Linux can glue datagrams
-# together inside the host. Generic Segmentation Offload (GSO, Linux 4.18): one sendmsg() with a
-# UDP_SEGMENT control message hands the kernel a buffer and a size, and the kernel cuts it into
-# datagrams of that size. Generic Receive Offload (GRO, Linux 5.0): with UDP_GRO on, one recvmsg()
-# may return several same-size datagrams, glued, with their size (unglue() cuts them apart). The
-# peer still gets one datagram per packet: the wire does not change.
+# A ping's path ends above; a burst of packets, on Linux 5.0 and later, goes this way instead.
+# In Python a system call costs microseconds, per packet, not per byte. So Linux can pass many
+# datagrams in one call. Sending, with Generic Segmentation Offload (GSO), one sendmsg() passes
+# a buffer and a size, and the kernel cuts the buffer into datagrams of that size. Receiving,
+# with Generic Receive Offload (GRO), one recvmsg() may return several datagrams of one size,
+# glued, and their size; unglue() cuts them apart. The wire is the same: a datagram per packet.
 
 UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # its header and its int, aligned
-# linux/udp.h UDP_MAX_SEGMENTS: 64 datagrams per sendmsg() (128 since Linux 6.9), so 64 works.
-GSO_MAX_SEGMENTS = 64
-# The kernel cuts a lone datagram into IP fragments, never a glued one: it refuses a run whole,
-# EMSGSIZE (EINVAL on older kernels), over the path MTU (see "Too big"); before Linux 6.11
-# also with EIO, for a device that cannot compute a glued run's UDP checksums.
+GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that message: header, int, padding
+GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
+# The kernel cuts a lone datagram into IP fragments, but a glued run of datagrams longer than
+# the path MTU (the smallest MTU on the way) it refuses whole: EMSGSIZE, or EINVAL on older
+# kernels, or EIO (before Linux 6.11) where the device cannot compute a run's UDP checksums.
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-# After a refusal, runs that size or larger go one by one for RETRY_GLUED seconds, then it is asked
-# again: the path MTU may have come back up (a route changed, or one learned from ICMP expired).
-RETRY_GLUED = 1.0  # a refused size costs one refused call a second at most
+RETRY_GLUED = 1.0  # after a refusal, runs that long go singly for 1 s; the path MTU may grow
 
 
 def enable_batching(sock: socket.socket) -> bool:
-    """Turn GRO on for `sock`; return whether this kernel batches (False before Linux 5.0)."""
+    """Turn GRO on for `sock`, and return True, if this kernel can batch (Linux 5.0 or later)."""
     try:
         sock.getsockopt(socket.SOL_UDP, UDP_SEGMENT)  # ENOPROTOOPT where GSO is unknown
         sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
@@ -357,21 +323,20 @@ def enable_batching(sock: socket.socket) -> bool:
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
     """Cut what GRO glued back into datagrams of one size (the last maybe shorter), one sender."""
-    # control[0] is (level, type, data), and data is the size as a C int (include/net/udp.h,
-    # udp_cmsg_recv); the kernel adds it only when it glued.
+    # control[0] is (level, type, data): the size, a 4-byte int (include/net/udp.h, udp_cmsg_recv).
     size = struct.unpack("=i", control[0][2])[0]
     for start in range(0, len(glued), size):
         yield glued[start:start + size], sender
 
 
 class Glue:
-    """Network's sending of a burst: runs of equal-size packets, one sendmsg() each (GSO). A run
-    the kernel refuses goes again one datagram at a time: batching loses no packet by itself."""
+    """How Network sends a burst: each run of same-size packets with one sendmsg() (GSO). A run
+    the kernel refuses goes again one datagram at a time, so batching alone loses no packet."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.glued_up_to = MAX_PACKET  # longer runs go one by one; after retry_at, all are tried
-        self.retry_at = 0.0  # when to offer the kernel a refused size again
+        self.refused_size = MAX_PACKET + 1  # runs this long or longer go singly until retry_at
+        self.retry_at = 0.0
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -383,16 +348,16 @@ class Glue:
     def send_run(self, run: list[memoryview]) -> bool:
         """Send `run` with one sendmsg(); False if it was not sent (nothing of it was)."""
         size = len(run[0])
-        if size > self.glued_up_to and time.monotonic() < self.retry_at:  # refused a moment ago
+        if size >= self.refused_size and time.monotonic() < self.retry_at:  # refused just now
             return False
         try:
-            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
-            # takes the size as exactly 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
+            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. Here
+            # it wants the size in 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
             control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
             self.network.sock.sendmsg(run, control, 0, self.network.peer)
         except OSError as error:  # refused whole
             if error.errno in GLUED_REFUSED:
-                self.glued_up_to, self.retry_at = size - 1, time.monotonic() + RETRY_GLUED
+                self.refused_size, self.retry_at = size, time.monotonic() + RETRY_GLUED
             return False
         if self.network.log:
             self.network.log.sent(*run)
@@ -400,9 +365,9 @@ class Glue:
 
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
-    """Cut `packets`, in order, into runs that one sendmsg() can carry: one size, but the last
-    may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at most; and
-    UDP_PAYLOAD_IPV4 bytes (the kernel takes a run as one send first; the smaller limit)."""
+    """Cut `packets`, in order, into runs that one sendmsg() can carry. A run has one size, but
+    its last packet may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at
+    most; and UDP_PAYLOAD_IPV4 bytes at most, as the kernel first checks it as one datagram."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
@@ -422,9 +387,9 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 class Log:
-    """-d: one line on stderr for every packet, each way, and the totals at exit. read() and
-    received() print a packet's line (and count it, received()); sent() only counts what the
-    kernel took; not_sent() prints why. If stderr fails, logging stops, never the tunnel."""
+    """-d: a line on stderr for every packet, each way, and totals at exit. Each method is named
+    for what just happened to a packet: read() and received() print its line as it comes in
+    (received() counts it too); sent() counts what the kernel took; not_sent() says why not."""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
@@ -479,13 +444,13 @@ class Log:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
     def goodbye(self) -> None:
-        """Print the summary; give up after a second if stderr will not take it (a pipe nobody
-        reads): tinyvpn must end, though it ignores Ctrl-C and SIGTERM now."""
+        """Print the summary. If stderr is a pipe that nobody reads, print() would wait forever,
+        and main() ignores Ctrl-C and SIGTERM by now; so a timer (SIGALRM) gives up after 1 s."""
         signal.signal(signal.SIGALRM, signal.default_int_handler)
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
             self.print_line(self.summary())
-        except KeyboardInterrupt:  # the second went by
+        except KeyboardInterrupt:  # the second went by: the timer's signal raised it
             self.stop_writing()
         finally:  # the timer may still be running: its signal does nothing from now on
             signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -568,13 +533,13 @@ def describe_transport(protocol: int, segment: bytes) -> str:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535: a
-# packet read from it may fit in none. A router that cannot forward a packet so big drops it and
-# tells the sender, in ICMP, the size that fits: IPv4 "fragmentation needed" (RFC 1191), IPv6
-# "packet too big" (RFC 8201). The sender keeps that path MTU (10 min: net.ipv4.route.mtu_expires);
-# TCP sends less. tinyvpn answers into the TUN as a router would, but from the packet's destination
-# (it has no address). An answer quotes the packet's start: 548 + 8 + 20 = 576 bytes in all (RFC
-# 1812 4.3.2.3), and 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so
+# a packet read from it may fit in no datagram. A router that cannot forward a packet drops it
+# and tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
+# "packet too big" (RFC 8201). The sender keeps that path MTU for 10 minutes (mtu_expires), and
+# TCP sends less. tinyvpn answers as a router would, into the TUN, from the packet's destination
+# (it has no address). The answer quotes the packet's start: 548 + 8 + 20 = 576 bytes (RFC 1812
+# 4.3.2.3); 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
 
 
@@ -624,7 +589,6 @@ def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2)
 
 # --- stdio mode: stdin and stdout instead of a TUN -----------------------------------------
 
-
 class Stdio(Local):
     """The local end in stdio mode: each read of stdin goes to the peer as one datagram (any
     bytes, not only IP packets), and each datagram received is written to stdout."""
@@ -656,7 +620,6 @@ class Stdio(Local):
 
 # --- The command line ----------------------------------------------------------------------
 
-
 def interface_name(text: str) -> str:
     """argparse check: a name the kernel accepts, or 'stdio'."""
     if not 0 < len(text.encode()) < IFNAMSIZ:
@@ -682,7 +645,8 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
         epilog="example, on two hosts (as root):\n"
                "  host A:  tinyvpn -d testvpn hostB 5000\n"
                "  host B:  tinyvpn -d testvpn hostA 5000\n"
-               "then on each: ip link set testvpn up; ip address add ... (see README)\n\n"
+               "then on A:  ip link set testvpn up; ip address add 198.51.100.1/30 dev testvpn\n"
+               "and on B:   ip link set testvpn up; ip address add 198.51.100.2/30 dev testvpn\n\n"
                "WARNING: no encryption and no authentication. Anyone who can reach PORT can\n"
                "read the traffic and inject packets. For learning only; use WireGuard for real.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -697,6 +661,38 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("port", metavar="PORT", type=port_number,
                         help="UDP port, bound here and sent to there (the same on both sides)")
     return parser.parse_args(argv)
+
+
+# --- Details of open_tun(): the ioctl's request code, and why a TUN cannot be created -----
+
+def ioctl_write_request(letter: str, number: int, size: int) -> int:
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
+    return write_flag | size << 16 | ord(letter) << 8 | number
+
+
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
+# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
+TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
+
+
+def tun_error(name: str, error: OSError) -> str:
+    """Why open_tun() could not make interface `name`, and what to do about it."""
+    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
+                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
+                     "user $USER")
+    return {
+        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
+                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
+        errno.EPERM: no_permission, errno.EACCES: no_permission,
+        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
+                     "choose another INTERFACE name",
+        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
+                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
+    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
 
 
 if __name__ == "__main__":
