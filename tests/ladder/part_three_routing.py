@@ -253,9 +253,9 @@ HELP_TIME = 30.0  # the most --help may take, on a machine however busy
 
 
 class Runs:
-    """The tinyvpns files_are_read starts at once, each in a folder of its own with its
-    hub.conf, and kills at the end; their deadline: FILE_TIME after --help ends, since all
-    start as slowly as the machine is busy."""
+    """The tinyvpns files_are_read starts at once, each in the folder of its hub.conf, and
+    kills at the end; their deadline: FILE_TIME after --help ends, since all start as slowly
+    as the machine is busy."""
 
     def __init__(self, program: Path, folder: Path, running: ExitStack) -> None:
         self.program, self.folder, self.running = program.resolve(), folder, running
@@ -265,11 +265,13 @@ class Runs:
         self.deadline = self.started + HELP_TIME
 
     def start(self, name: str, lines: tuple, *arguments: str) -> "subprocess.Popen[str]":
-        """tinyvpn ARGUMENTS, in folder `name`, where hub.conf holds `lines`."""
+        """tinyvpn ARGUMENTS, in folder `name`, where hub.conf holds `lines` (written once:
+        the tinyvpns started before may be reading it)."""
         folder = self.folder / name
-        folder.mkdir(exist_ok=True)
-        (folder / "hub.conf").write_text("".join(f"{line}\n" for line in lines)
-                                         .format(**self.keys))
+        if not folder.exists():
+            folder.mkdir()
+            (folder / "hub.conf").write_text("".join(f"{line}\n" for line in lines)
+                                             .format(**self.keys))
         process = subprocess.Popen([sys.executable, str(self.program), *arguments], cwd=folder,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
