@@ -210,6 +210,65 @@ WRONG = [
      "            for other in self.peers:\n"
      "                other.sessions.clear()\n",
      "while spoke a restarted, spoke c's pings to the hub"),
+    # FILE: read as wg reads it, or refused by the line that shows the mistake.
+    ("names read in one case only (no .lower())", "name.strip().lower(), value.strip()",
+     "name.strip(), value.strip()",
+     "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
+     "case, AllowedIPs on two lines): exit status 1, on stderr: tinyvpn: hub.conf, line 1: "
+     "'[Interface]' is no setting tinyvpn knows there"),
+    ("a comment only at the start of a line", 'line.split("#", 1)[0].partition("=")',
+     '("" if line.lstrip().startswith("#") else line).partition("=")',
+     "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
+     "case, AllowedIPs on two lines): exit status 1, on stderr: tinyvpn: hub.conf, line 6: "
+     "PublicKey is not a key in base64"),
+    ("a second AllowedIPs line replacing the first, not added to it",
+     'sections[-1][name] + read if name == "allowedips" else read', "read",
+     "spoke a's ping to the hub (198.51.100.1) got no reply; the hub's last -d line for a "
+     "datagram from it: "),
+    ("lines counted from 0", "enumerate(lines, 1)", "enumerate(lines)",
+     "tinyvpn --config hub.conf stdio, on a hub.conf with a prefix /33 on line 7 ('AllowedIPs "
+     "= 198.51.100.64/33'), ended with exit status 1; on stderr: tinyvpn: hub.conf, line 6: "),
+    ("the line after named", "enumerate(lines, 1)", "enumerate(lines, 2)",
+     "tinyvpn --config hub.conf stdio, on a hub.conf with a prefix /33 on line 7 ('AllowedIPs "
+     "= 198.51.100.64/33'), ended with exit status 1; on stderr: tinyvpn: hub.conf, line 8: "),
+    ("a missing PublicKey named by the file's last line, not its section's header",
+     "line {section['line']}:", "line {number}:",
+     "tinyvpn --config hub.conf stdio, on a hub.conf with a [Peer] with no PublicKey on line 11 "
+     "('# its PublicKey forgotten'), ended with exit status 1; on stderr: tinyvpn: hub.conf, "
+     "line 13: [Peer] has no PublicKey"),
+    ("a [Peer] with no PublicKey let through (a crash, later)",
+     "if key.lower() not in section:", "if False:",
+     "tinyvpn --config hub.conf stdio died reading a hub.conf with a [Peer] with no PublicKey "
+     "on line 11 ('# its PublicKey forgotten') (exit status 1); the last lines it printed on "
+     "stderr:"),
+    ("a traceback on a setting of no section",
+     "except LookupError:  # no section above it, or not a setting of this one",
+     "except IndexError:  # no section above it",
+     "tinyvpn --config hub.conf stdio died reading a hub.conf with wg-quick's Address (no "
+     "setting of wg's) on line 2 ('Address = 198.51.100.1/24') (exit status 1); the last lines "
+     "it printed on stderr:"),
+    ("a setting of no section ignored",
+     "        except LookupError:  # no section above it, or not a setting of this one\n"
+     "            fail(f\"{path}, line {number}: {line.strip()!r} is no setting tinyvpn knows "
+     "there\")\n",
+     "        except LookupError:  # not a setting of wg's: ignored\n"
+     "            continue\n",
+     "tinyvpn --config hub.conf stdio, on a hub.conf with wg-quick's Address (no setting of "
+     "wg's) on line 2 ('Address = 198.51.100.1/24'), still ran after "),
+    ("a key's length not checked",
+     '("[interface]", "privatekey"): lambda text: wireguard_key(text.encode(), "PrivateKey")',
+     '("[interface]", "privatekey"): lambda text: base64.b64decode(text)',
+     "tinyvpn --config hub.conf stdio, on a hub.conf with a PrivateKey of 31 bytes on line 3 "
+     "('PrivateKey = "),
+    ("a ListenPort out of range taken (a crash at bind)",
+     "lambda text: port_number(text)", "lambda text: int(text)",
+     "tinyvpn --config hub.conf stdio died reading a hub.conf with a ListenPort out of range on "
+     "line 4 ('ListenPort = 70000') (exit status 1); the last lines it printed on stderr:"),
+    ("PEER taken with --config", "if alone and (args.peer or args.key",
+     "if alone and (args.key",
+     "tinyvpn --config hub.conf stdio 127.0.0.1 5000 (a good hub.conf) still ran after "),
+    ("--keepalive taken with --config", "args.peer_key or args.keepalive):", "args.peer_key):",
+     "tinyvpn --config hub.conf --keepalive 5 stdio (a good hub.conf) still ran after "),
 ]
 
 

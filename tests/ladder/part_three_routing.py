@@ -5,7 +5,8 @@ The learner's tinyvpn is a hub, in namespace b, run with --config; two spokes th
 wrote, wireguard-go in namespaces a and c, are configured by `wg setconf` from files in the same
 format; mallory, in m, knows the hub's public key and sees the cable. The check judges what can
 be seen from outside: pings and their answers, the packets the hub writes to its TUN, the
-datagrams on the cables, the hub's -d lines.
+datagrams on the cables, the hub's -d lines. Before the lab, with no root, tinyvpn --config FILE
+stdio reads a good FILE, names the line of each mistake in a bad one, and takes no PEER.
 
     underlay:  a 192.0.2.1 ---- b 192.0.2.2 (the hub, UDP 5000) ---- c 192.0.2.4
                                   `---- m 192.0.2.3 (mallory)
@@ -17,11 +18,13 @@ datagrams on the cables, the hub's -d lines.
 
 import os
 import re
+import select
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -89,10 +92,14 @@ class HubLab:
         return self.hosts.tun if side == "b" else f"{self.hosts.prefix}w{side}"
 
     def hub_config(self) -> Path:
-        """The hub's FILE: peer A with no Endpoint (the hub learns it), C with one."""
+        """The hub's FILE: peer A with no Endpoint (the hub learns it), C with one; each
+        peer's AllowedIPs on two lines, IPv4's, then IPv6's in lower case: they add up."""
         endpoints = {"a": "", "c": f"Endpoint = {UNDERLAY['c']}:{netns.PORT}\n"}
+        prefixes = {side: ALLOWED[side].split(", ") for side in "ac"}
         peers = "".join(f"\n[Peer]\n# spoke {side}\nPublicKey = {self.public(side)}\n"
-                        f"AllowedIPs = {ALLOWED[side]}\n{endpoints[side]}" for side in "ac")
+                        f"AllowedIPs = {', '.join(p for p in prefixes[side] if ':' not in p)}\n"
+                        f"allowedips = {', '.join(p for p in prefixes[side] if ':' in p)}\n"
+                        f"{endpoints[side]}" for side in "ac")
         return self.write("hub", f"[Interface]\nPrivateKey = {b64(self.keys['b'])}\n"
                                  f"ListenPort = {netns.PORT}\n{peers}")
 
@@ -121,11 +128,6 @@ class HubLab:
             netns.sysctl(self.hosts, "b", setting, value)  # a hub forwards, and says no more
 
     def why_not_started(self) -> Failed:
-        helped = netns.run(self.hosts, "b", sys.executable, str(self.program), "--help",
-                           check=False, timeout=10)
-        if helped.returncode == 0 and "--config" not in helped.stdout:
-            return Failed("tinyvpn has no --config option yet: --help does not list it",
-                          "it understands --config FILE INTERFACE, as the rung describes")
         started = self.hosts.processes[-1]  # start_command listed it last
         return harness.crash("the hub's tinyvpn", started.wait(), self.said(),
                             when="at start, run with -d --config FILE INTERFACE",
@@ -215,10 +217,177 @@ def shown_dropped(lab: HubLab, pattern: str, packet: str, why: str) -> None:
                      f"why: {why}", SECTION)
 
 
+# --- Before the lab: FILE read, or refused by the line that shows it (no root) -------------
+
+# The FILE every probe starts from, good as it is: comments, names in any case, AllowedIPs on
+# two lines that add up; {private}, {a} and {c}: keys. The hub binds a random port (no
+# ListenPort) and knows no endpoint: it sends nothing, from the machine's own namespace.
+GOOD_FILE = (
+    "[Interface]",
+    "# the hub: no ListenPort, so a random port",
+    "privatekey = {private}",
+    "",
+    "[Peer]",
+    "PublicKey = {a}  # spoke a",
+    "AllowedIPs = 198.51.100.64/26",
+    "allowedips = 2001:db8:2:a::/64",
+    "",
+    "[PEER]",
+    "publicKey = {c}",
+    "AllowedIPs = 198.51.100.128/26, 198.51.100.100/32",
+    "PersistentKeepalive = off",
+)
+# One mistake each: (what it is, the line it replaces, that line's new text, the line to name).
+MISTAKES = (
+    ("a prefix /33", 7, "AllowedIPs = 198.51.100.64/33", 7),
+    ("a PrivateKey of 31 bytes", 3, "PrivateKey = {short}", 3),
+    ("wg-quick's Address (no setting of wg's)", 2, "Address = 198.51.100.1/24", 2),
+    ("a [Peer] with no PublicKey", 11, "# its PublicKey forgotten", 10),
+    ("a ListenPort out of range", 4, "ListenPort = 70000", 4),
+)
+# FILE says all that these say: with --config, they are a usage error. (PEER on loopback: a
+# tinyvpn that takes it may send there, from the machine's own namespace.)
+NOT_WITH_CONFIG = (("stdio", "127.0.0.1", "5000"), ("--keepalive", "5", "stdio"))
+FILE_TIME = 3.0  # seconds more than tinyvpn --help takes, to read FILE and exit, or start
+HELP_TIME = 30.0  # the most --help may take, on a machine however busy
+
+
+class Runs:
+    """The tinyvpns files_are_read starts at once, each in the folder of its hub.conf, and
+    kills at the end; their deadline: FILE_TIME after --help ends, since all start as slowly
+    as the machine is busy."""
+
+    def __init__(self, program: Path, folder: Path, running: ExitStack) -> None:
+        self.program, self.folder, self.running = program.resolve(), folder, running
+        self.keys = {name: b64(os.urandom(size)) for name, size in
+                     (("private", 32), ("a", 32), ("c", 32), ("short", 31))}
+        self.started = time.monotonic()
+        self.deadline = self.started + HELP_TIME
+
+    def start(self, name: str, lines: tuple, *arguments: str) -> "subprocess.Popen[str]":
+        """tinyvpn ARGUMENTS, in folder `name`, where hub.conf holds `lines` (written once:
+        the tinyvpns started before may be reading it)."""
+        folder = self.folder / name
+        if not folder.exists():
+            folder.mkdir()
+            (folder / "hub.conf").write_text("".join(f"{line}\n" for line in lines)
+                                             .format(**self.keys))
+        process = subprocess.Popen([sys.executable, str(self.program), *arguments], cwd=folder,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        self.running.callback(process.communicate)
+        self.running.callback(process.kill)
+        return process
+
+    def finished(self, process: "subprocess.Popen[str]") -> Optional[tuple]:
+        """(stdout, stderr) of `process` once it exits; None if it still runs at the deadline."""
+        try:
+            return process.communicate(timeout=max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def ran(self) -> str:
+        return f"{time.monotonic() - self.started:.0f} s"
+
+
+def files_are_read(program: Path) -> None:
+    """tinyvpn --config on a good FILE, on FILEs with one mistake each, and with settings FILE
+    gives: all started at once (each needs a second or less), then judged in order."""
+    with tempfile.TemporaryDirectory(prefix="tinyvpn-rung13-") as folder, \
+            ExitStack() as running:
+        runs = Runs(program, Path(folder), running)
+        helped = runs.start("good", GOOD_FILE, "--help")
+        good = runs.start("good", GOOD_FILE, "-d", "--config", "hub.conf", "stdio")
+        usage = [runs.start("good", GOOD_FILE, "--config", "hub.conf", *words)
+                 for words in NOT_WITH_CONFIG]
+        bad = [runs.start(str(line), GOOD_FILE[:line - 1] + (text,) + GOOD_FILE[line:],
+                          "--config", "hub.conf", "stdio") for _, line, text, _ in MISTAKES]
+        knows_config(runs, helped)
+        runs.deadline = time.monotonic() + FILE_TIME
+        good_file_starts(runs, good)
+        for (what, line, text, named), process in zip(MISTAKES, bad):
+            bad_file_named(runs, process, f"a hub.conf with {what} on line {line} "
+                           f"('{text.format(**runs.keys)}')", named)
+        for words, process in zip(NOT_WITH_CONFIG, usage):
+            usage_error(runs, process, f"tinyvpn --config hub.conf {' '.join(words)}")
+
+
+def printed(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return f"on stderr: {lines[0] if lines else '(nothing)'}"
+    return f"{len(lines)} lines on stderr:\n" + "\n".join(f"        {line}" for line in lines[:4])
+
+
+def knows_config(runs: Runs, helped: "subprocess.Popen[str]") -> None:
+    said = runs.finished(helped)
+    if said and helped.returncode == 0 and "--config" not in said[0]:
+        raise Failed("tinyvpn has no --config option yet: --help does not list it",
+                     "it understands --config FILE INTERFACE, as the rung describes")
+
+
+def good_file_starts(runs: Runs, good: "subprocess.Popen[str]") -> None:
+    """Started, once it printed its public key: FILE read (its private key is in it)."""
+    said, ended, stderr = "", False, good.stderr.fileno()  # type: ignore[union-attr]
+    while "public key: " not in said and not ended and \
+            select.select([stderr], [], [], max(0.0, runs.deadline - time.monotonic()))[0]:
+        chunk = os.read(stderr, 65536).decode(errors="replace")
+        said, ended = said + chunk, not chunk  # nothing more: it exited
+    if "public key: " in said:
+        return
+    who, which = "tinyvpn -d --config hub.conf stdio", ("a good hub.conf (# comments, names in "
+                                                         "any case, AllowedIPs on two lines)")
+    if not ended:
+        raise Failed(f"{who}, on {which}, printed no 'public key: ...' line in {runs.ran()}; "
+                     f"{printed(said)}", "with -d, it reads FILE and prints its public key "
+                     "first, as `wg show` says it", SECTION)
+    said += good.communicate()[1]
+    if "Traceback (most recent call last):" in said:
+        raise harness.crash(who, good.returncode, said, when=f"reading {which}",
+                            should="it reads FILE, prints its public key, and runs")
+    raise Failed(f"{who} refused {which}: {harness.status(good.returncode)}, {printed(said)}",
+                 "FILE is read as wg setconf reads it: names of sections and settings in any "
+                 "case, # starts a comment, AllowedIPs may come more than once", SECTION)
+
+
+def bad_file_named(runs: Runs, process: "subprocess.Popen[str]", which: str,
+                   named: int) -> None:
+    """Failed unless tinyvpn exits 1 and says, in one line, which line is wrong."""
+    said = runs.finished(process)
+    should = (f"it exits with status 1 and prints one line, 'tinyvpn: ' and words that name "
+              f"line {named}, such as 'tinyvpn: hub.conf, line {named}: ...'")
+    if said is None:
+        raise Failed(f"tinyvpn --config hub.conf stdio, on {which}, still ran after "
+                     f"{runs.ran()}", should, SECTION)
+    if "Traceback (most recent call last):" in said[1]:
+        raise harness.crash("tinyvpn --config hub.conf stdio", process.returncode, said[1],
+                            when=f"reading {which}", should=should)
+    lines = said[1].splitlines()
+    if process.returncode != 1 or len(lines) != 1 or not lines[0].startswith("tinyvpn: ") \
+            or not re.search(rf"\bline {named}\b", lines[0]):
+        raise Failed(f"tinyvpn --config hub.conf stdio, on {which}, ended with "
+                     f"{harness.status(process.returncode)}; {printed(said[1])}", should,
+                     SECTION)
+
+
+def usage_error(runs: Runs, process: "subprocess.Popen[str]", who: str) -> None:
+    said = runs.finished(process)
+    should = ("a usage error, exit status 2: --config takes -d and INTERFACE alone; PEER, "
+              "PORT, --key, --private-key, --peer-key and --keepalive are FILE's to say")
+    if said is None:
+        raise Failed(f"{who} (a good hub.conf) still ran after {runs.ran()}", should, SECTION)
+    if "Traceback (most recent call last):" in said[1]:
+        raise harness.crash(who, process.returncode, said[1], when="at start", should=should)
+    if process.returncode != 2:
+        raise Failed(f"{who} (a good hub.conf) ended with {harness.status(process.returncode)}"
+                     f"; {printed(said[1])}", should, SECTION)
+
+
 # --- Rung 13: many peers, by cryptokey routing --------------------------------------------
 
 
 def check_routing(program: Path) -> None:
+    files_are_read(program)
     with hub_lab(program) as lab:
         lab.start_hub()
         for side in "ac":
@@ -244,7 +413,8 @@ def spokes_reach_the_hub(lab: HubLab) -> None:
                          "decrypts to, its transport messages are opened by that peer's "
                          "session, found by their receiver index, and a packet from its own "
                          f"address ({INNER[side]}, in {ALLOWED[side].split(',')[0]}) is let "
-                         "in: the longest prefix that holds it is its peer's", SECTION)
+                         "in: the longest prefix that holds it is its peer's (FILE gives each "
+                         "peer's AllowedIPs on two lines: they add up)", SECTION)
     for side, other in ("ac", "ca"):
         since = time.time()
         if not replied(lab.ping("b", INNER[side])):
