@@ -546,8 +546,9 @@ def judge_cpu(flooded: Flooded, cost: float, seconds: float = 1.5) -> None:
                      "mac2, are judged right after mac1; a cookie reply costs a MAC and an "
                      "XChaCha20-Poly1305" + flooded.rule, SECTION)
     if replies < sent / 2:
-        raise Failed(f"{when}, mallory sent {who} {sent} initiations in {seconds} s; {who} "
-                     f"sent her {replies} cookie replies, and spent {cpu:.2f} CPU seconds",
+        raise Failed(f"{when}, mallory sent {sent} initiations to {who} in {seconds} s; "
+                     f"{who} sent her {replies} cookie replies, and spent {cpu:.2f} CPU "
+                     "seconds",
                      "a cookie reply to every one, at once, to the address and port it came "
                      "from, and no DH" + flooded.rule, SECTION)
 
@@ -570,9 +571,9 @@ def judge_flood(flooded: Flooded) -> None:
 # --- In hub mode: rung 13's hub, flooded --------------------------------------------------
 
 HUB_FLOODED = f"the hub (tinyvpn -d --config FILE, two [Peer]s) {FLOODED}"
-HUB_RULE = ("; with --config as with --private-key: as responder, the load, mac2 and the "
-            "cookie secret are the interface's, judged right after mac1, before any DH says "
-            "which [Peer] sent it")
+HUB_RULE = ("; with --config as with --private-key: the load, the cookie secret and the "
+            "reply's key are the interface's (its own public key), and judged right after "
+            "mac1, before any DH says which [Peer] sent the initiation")
 
 
 def check_hub(program: Path, cost: float) -> None:
