@@ -19,10 +19,11 @@ cookie for its very address and port, gets a response. Then rung 13's lab: the l
 tinyvpn as a hub (--config, two [Peer]s), flooded from mallory's host the same way, while
 wireguard-go spoke a initiates and pings spoke c through it.
 
-The CPU bound: a's user + system CPU seconds (/proc/PID/stat) over 1.5 s of the flood, once
-under way, divided by the cookie replies mallory received meanwhile, must stay below one X25519
-of a's own (its x25519(), timed in a second Python): a cookie reply costs a MAC and an
-XChaCha20-Poly1305, never a DH.
+The CPU bound, in both modes: the learner's user + system CPU seconds (/proc/PID/stat) over
+1.5 s of the flood, once under way, divided by the cookie replies mallory received meanwhile,
+must stay below one X25519 of its own (its x25519(), timed in a second Python): a cookie reply
+costs a MAC and an XChaCha20-Poly1305, never a DH. And those replies must answer at least half
+of what she sent meanwhile: a tinyvpn that sends none spends no CPU on them either.
 """
 
 import json
