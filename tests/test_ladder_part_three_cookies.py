@@ -129,6 +129,14 @@ WRONG = [
      "        static, noise = anyone.initiator(message)\n",
      "        static, noise = anyone.initiator(message)\n",
      "initiations to the hub in 1.5 s; the hub sent her 0 cookie replies"),
+    ("in the hub, a DH before the load is judged (its [Peer] found first)",
+     "        if self.cookies.answered(self.network, message, sender):  # before any DH\n"
+     "            return UNDER_LOAD\n"
+     "        static, noise = anyone.initiator(message)\n",
+     "        static, noise = anyone.initiator(message)\n"
+     "        if self.cookies.answered(self.network, message, sender):\n"
+     "            return UNDER_LOAD\n",
+     "each with a valid mac1), the hub spent"),
     ("the hub's cookie replies sealed with its first peer's key, not its own",
      'self.cookies = Cookies(self.peers[0].public, b"")',
      'self.cookies = Cookies(self.peers[0].peer, b"")',

@@ -16,8 +16,9 @@ mallory's address with FLOOD_RATE initiations a second, each with a valid mac1: 
 real initiation, which would cost two X25519 each. Meanwhile the check's probes, from IPv4 and
 IPv6 addresses, and wireguard-go, initiate: only an initiation with a valid mac2, made with the
 cookie for its very address and port, gets a response. Then rung 13's lab: the learner's
-tinyvpn as a hub (--config, two [Peer]s), flooded from mallory's host the same way, while
-wireguard-go spoke a initiates and pings spoke c through it.
+tinyvpn as a hub (--config, two [Peer]s), flooded from mallory's host with one initiation
+from her own key (valid mac1; a hub without cookies spends an X25519 on each before it finds
+no [Peer] of that key), while wireguard-go spoke a initiates and pings spoke c through it.
 
 The CPU bound, in both modes: the learner's user + system CPU seconds (/proc/PID/stat) over
 1.5 s of the flood, once under way, divided by the cookie replies mallory received meanwhile,
@@ -382,14 +383,7 @@ def check_responder(lab: WireGuardLab, cost: float) -> None:
     start_responder(lab, clock)
     with verbose_logs():
         lab.start_peer(endpoint=A)
-    calm = wg.initiate(keys, wg.tai64n(time.time_ns()))
-    reply = answer(lab, PROBE_PORT, calm.message, "one initiation from b's key, timestamp "
-                   "now, and no flood")
-    if reply[:4] != RESPONSE:
-        raise Failed("with no flood, the check sent one initiation from b's key, timestamp "
-                     "now; a answered it with a cookie reply", "a response: only under load "
-                     "does an initiation without mac2 get a cookie reply", SECTION)
-    wg.read_response(reply, calm, keys)
+    answered_calmly(lab)
     netns.add_address(hosts, "b", f"{hosts.prefix}v", (MALLORY, B6_TOO))
     flood = start_flood(hosts, "b", A, replayed.message)
     time.sleep(0.5)  # hundreds of initiations in: load on any machine
@@ -406,6 +400,18 @@ def check_responder(lab: WireGuardLab, cost: float) -> None:
     secret_rotated(lab, clock, cookie)
     netns.stop(flood)
     judge_flood(flooded)
+
+
+def answered_calmly(lab: WireGuardLab) -> None:
+    """With no flood, an initiation without mac2 gets its response."""
+    calm = wg.initiate(lab.keys, wg.tai64n(time.time_ns()))
+    reply = answer(lab, PROBE_PORT, calm.message, "one initiation from b's key, timestamp "
+                   "now, and no flood")
+    if reply[:4] != RESPONSE:
+        raise Failed("with no flood, the check sent one initiation from b's key, timestamp "
+                     "now; a answered it with a cookie reply", "a response: only under load "
+                     "does an initiation without mac2 get a cookie reply", SECTION)
+    wg.read_response(reply, calm, lab.keys)
 
 
 def fresh(keys: wg.Keys) -> bytes:
@@ -578,8 +584,9 @@ HUB_RULE = ("; with --config as with --private-key: the load, the cookie secret 
 
 
 def check_hub(program: Path, cost: float) -> None:
-    """The hub, spoke c up; mallory floods the hub with replays of an initiation from spoke
-    c's key, older than c's handshake; spoke a comes up and pings spoke c through the hub."""
+    """The hub, spoke c up; mallory floods the hub with one initiation from her own key (no
+    [Peer]'s: a correct hub never answers it, however its handshakes with c went), again and
+    again; spoke a comes up and pings spoke c through the hub."""
     with routing.hub_lab(program) as lab:
         lab.start_hub()
         lab.start_spoke("c")
@@ -588,9 +595,8 @@ def check_hub(program: Path, cost: float) -> None:
             raise Failed("with no flood yet, spoke c's ping to the hub got no reply",
                          "rung 13's hub: a spoke's handshake answered, its pings too",
                          routing.SECTION)
-        as_c = wg.Keys(lab.keys["b"], lab.keys["c"], Path(), Path())  # the hub responds
-        replayed = wg.initiate(as_c, wg.tai64n(time.time_ns() - 10**10)).message  # < c's
-        flood = start_flood(lab.hosts, "m", HUB, replayed)
+        as_mallory = wg.Keys(lab.keys["b"], lab.keys["m"], Path(), Path())  # the hub responds
+        flood = start_flood(lab.hosts, "m", HUB, wg.initiate(as_mallory, wg.tai64n(0)).message)
         time.sleep(0.5)  # hundreds of initiations in: load on any machine
         with verbose_logs():
             lab.start_spoke("a")  # up: it initiates (its PersistentKeepalive)
