@@ -128,7 +128,7 @@ WRONG = [
      "            return UNDER_LOAD\n"
      "        static, noise = anyone.initiator(message)\n",
      "        static, noise = anyone.initiator(message)\n",
-     "initiations to the hub in 1.5 s; the hub sent her 0 cookie replies"),
+     "each with a valid mac1), the hub read"),
     ("in the hub, a DH before the load is judged (its [Peer] found first)",
      "        if self.cookies.answered(self.network, message, sender):  # before any DH\n"
      "            return UNDER_LOAD\n"
@@ -168,7 +168,8 @@ WRONG = [
     ("the cookie reply sent to the peer, not to the initiation's sender",
      "network.sock.sendto(self.reply(message, sender), sender)",
      "network.send_one(memoryview(self.reply(message, sender)))",
-     "initiations to a in 1.5 s; a sent her 0 cookie replies"),
+     "from port 40002 of the same address, under mallory's flood (500 initiations a second, "
+     "each with a valid mac1); a sent nothing back to 192.0.2.2:40002 within 5 s"),
     ("mac2 made over the bytes before mac1", "        return mac(self.cookie, message)\n",
      "        return mac(self.cookie, message[:-16])\n", "carries a mac2 made over the bytes "
      "before mac1"),
