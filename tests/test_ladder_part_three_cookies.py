@@ -8,7 +8,7 @@ learner, as rungs 9 to 12 do (see test_ladder_part_two_protocol.py):
 - plausible wrong solutions are caught, each with words that name the mistake.
 
 The rung's reference is the patch 14-cookies.patch, applied after every patch before it. Each
-check takes about 20 s (wireguard-go, a flood, libfaketime).
+check takes about 25 s (wireguard-go, two floods, libfaketime).
 """
 
 import os
@@ -103,9 +103,30 @@ def test_the_reference_of_rung_14_still_passes_rungs_9_to_13(lab_tools: None,
 # The reference with one plausible mistake: (mistake, the text it replaces, what replaces it,
 # words the checker's "what happened" must hold).
 WRONG = [
-    ("a cookie not bound to the port", 'mac(self.secret, f"{sender[0]} {sender[1]}".encode())',
-     "mac(self.secret, sender[0].encode())", "its mac2 made with the cookie a gave "
-     "192.0.2.2:40001, from port 40002 of the same address; a answered it with a response"),
+    ("a cookie not bound to the port",
+     'mac(self.secret, host.packed + struct.pack("<H", sender[1]))', "mac(self.secret, "
+     "host.packed)", "its mac2 made with the cookie a gave 192.0.2.2:40001, from port 40002 of "
+     "the same address; a answered it with a response"),
+    ("a cookie bound to the port only", 'host.packed + struct.pack("<H", sender[1])',
+     'struct.pack("<H", sender[1])', "its mac2 made with the cookie a gave 192.0.2.2:40001, "
+     "from 192.0.2.3:40001: another address, the same port; a answered it with a response"),
+    ("IPv4 senders only (each taken as ::ffff:a.b.c.d)",
+     "        if isinstance(host, ipaddress.IPv6Address) and host.ipv4_mapped:\n"
+     "            host = host.ipv4_mapped  # IPv4 on our dual-stack socket: its 4 bytes\n",
+     "        host = host.ipv4_mapped  # every sender: ::ffff:a.b.c.d\n",
+     "a's tinyvpn exited with status 1 after the check sent a new initiation from b's key, "
+     "timestamp now, mac2 zero, from [2001:db8:1::2]:40001"),
+    ("an IPv6 sender's last 4 bytes only, as if IPv4", "host.packed + struct",
+     "host.packed[-4:] + struct", "from [2001:db8:1::1:0:0:2]:40001: another IPv6 address, "
+     "the same last 4 bytes, the same port; a answered it with a response"),
+    ("a received cookie used for ever (no 120 s)",
+     "if time.monotonic() - self.cookie_got >= COOKIE_AGE:", "if not self.cookie:",
+     "130 s after the check's cookie reply (a's clock moved ahead), a's next initiation still "
+     "carries a mac2 made with that cookie"),
+    ("cookies for --peer-key only (the hub never judged under load)",
+     "        if self.cookies.answered(self.network, message, sender):  # before any DH\n",
+     "        if not self.hub and self.cookies.answered(self.network, message, sender):\n",
+     "each with a valid mac1), the hub read"),
     ("mac2 accepted unchecked under load (only a zero mac2 gets a cookie reply)",
      "return not hmac.compare_digest(mac(self.cookie_for(sender), message[:-16]),\n"
      "                                       message[-16:])",

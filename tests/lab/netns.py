@@ -184,6 +184,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def udp_datagrams(pid: int) -> tuple:
+    """(datagrams read, datagrams sent) over UDP, IPv4 and IPv6, in the network namespace of
+    process `pid` (/proc/PID/net/snmp and snmp6: the kernel's counters, read without delay)."""
+    header, values = [line.split()[1:] for line in Path(f"/proc/{pid}/net/snmp").read_text()
+                      .splitlines() if line.startswith("Udp:")]
+    ipv4 = dict(zip(header, map(int, values)))
+    ipv6 = dict(line.split() for line in Path(f"/proc/{pid}/net/snmp6").read_text().splitlines()
+                if line.startswith("Udp6"))
+    return (ipv4["InDatagrams"] + int(ipv6["Udp6InDatagrams"]),
+            ipv4["OutDatagrams"] + int(ipv6["Udp6OutDatagrams"]))
+
+
 def has_interface(hosts: Hosts, side: str, interface: str) -> bool:
     return run(hosts, side, "ip", "link", "show", "dev", interface,
                 check=False).returncode == 0

@@ -1,22 +1,32 @@
 """The check of rung 14, cookies under load (tests/ladder/part-three.md): the
 learner's tinyvpn answers a flood with cookie replies and no DH, and uses a cookie it is
-given. Standard library only; it reuses the lab of rungs 9 to 12 (part_two_protocol.py).
+given. Standard library only; it reuses the labs of rungs 9 to 12 (part_two_protocol.py) and
+of rung 13 (part_three_routing.py).
 
-    underlay (veth):  a 192.0.2.1  <---->  b 192.0.2.2 (wireguard-go, the check's probes)
-                                           b 192.0.2.3 (mallory's flood)
+    underlay (veth):  a 192.0.2.1     <---->  b 192.0.2.2 (wireguard-go, the check's probes)
+                      a 2001:db8:1::1         b 2001:db8:1::2, 2001:db8:1::1:0:0:2 (probes)
+                                              b 192.0.2.3 (mallory's flood, and a probe)
 
-As initiator, a talks to the check, which plays a responder under load: it answers a's
-initiations with cookie replies, some forged, and then must see a's next initiation carry
-mac2 made with the one true cookie for a's latest initiation. As responder (a's clock the
-check's, through libfaketime, so that its cookie secret can be made 130 s old), a is flooded
-from mallory's address with FLOOD_RATE initiations a second, each with a valid mac1: replays of
-one real initiation, which would cost two X25519 each. Meanwhile the check's probes, and
-wireguard-go, initiate: only an initiation with a valid mac2 gets a response.
+As initiator (a's clock the check's, through libfaketime), a talks to the check, which plays a
+responder under load: it answers a's initiations with cookie replies, some forged, and then
+must see a's next initiation carry mac2 made with the one true cookie for a's latest
+initiation; 130 s later by a's clock, a's next initiation must carry none. As responder (its
+clock again the check's, so that its cookie secret can be made 130 s old), a is flooded from
+mallory's address with FLOOD_RATE initiations a second, each with a valid mac1: replays of one
+real initiation, which would cost two X25519 each. Meanwhile the check's probes, from IPv4 and
+IPv6 addresses, and wireguard-go, initiate: only an initiation with a valid mac2, made with the
+cookie for its very address and port, gets a response. Then rung 13's lab: the learner's
+tinyvpn as a hub (--config, two [Peer]s), flooded from mallory's host with one initiation
+from her own key (valid mac1; a hub without cookies spends an X25519 on each before it finds
+no [Peer] of that key), while wireguard-go spoke a initiates and pings spoke c through it.
 
-The CPU bound: a's user + system CPU seconds (/proc/PID/stat) over 1.5 s of the flood, once
-under way, divided by the cookie replies mallory received meanwhile, must stay below one X25519
-of a's own (its x25519(), timed in a second Python): a cookie reply costs a MAC and an
-XChaCha20-Poly1305, never a DH.
+The CPU bound, in both modes: the learner's user + system CPU seconds (/proc/PID/stat) over
+1.5 s of the flood, once under way, divided by the datagrams it sent meanwhile (cookie replies,
+nearly all: its namespace's UDP counters, /proc/PID/net/snmp and snmp6, which no busy machine
+delays as it delays mallory's own count), must stay below one X25519 of its own (its x25519(),
+timed in a second Python): a cookie reply costs a MAC and an XChaCha20-Poly1305, never a DH.
+And it must send at least half as many datagrams as it read meanwhile: a tinyvpn that answers
+none spends no CPU on answers either.
 """
 
 import json
@@ -27,24 +37,29 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import netns
+import part_three_routing as routing
 import part_two_protocol as wg
 import reference_crypto as crypto
 from harness import Failed
-from netns import MALLORY, TUNNEL, UNDERLAY
+from netns import MALLORY, TUNNEL, UNDERLAY, Hosts
+from part_three_routing import HUB, INNER, HubLab
 from part_two_protocol import INITIATION, RESPONSE, Clock, WireGuardLab, describe
 from reference_crypto import digest, mac
 
 GUIDE = "tests/ladder/part-three.md"
 SECTION = "14. cookies under load"  # in GUIDE
 A, B = UNDERLAY["a"][0], UNDERLAY["b"][0]
+A6, B6 = UNDERLAY["a"][1], UNDERLAY["b"][1]
+B6_TOO = "2001:db8:1::1:0:0:2"  # another of b's IPv6 addresses, its last 4 bytes B6's
 COOKIE_REPLY = (3).to_bytes(4, "little")
 LABEL_COOKIE = b"cookie--"
 FLOOD_RATE = 500  # initiations a second: load on any machine (each would cost two X25519)
 NOBODY = "192.0.2.9"  # a's PEER as responder: its own initiations reach no one
 FLOOD_PORT, PROBE_PORT, OTHER_PORT = 40000, 40001, 40002
+AHEAD = 130  # seconds a's clock jumps: past a cookie's 120 s, and its secret's
 
 # Mallory's flood, run in b: one initiation again and again from SOURCE:PORT, FLOOD_RATE a
 # second, until SIGTERM; it counts what comes back, by type, and prints the counts as a line of
@@ -78,13 +93,15 @@ try:
 except KeyboardInterrupt:
     show()
 """
-# One probe, run in b: an initiation from SOURCE:PORT to a, and the first response or cookie
-# reply naming its sender index that a sends back within PROBE_WAIT seconds (hex), if any.
+# One probe, run in b: an initiation from SOURCE:PORT (IPv4 or IPv6) to a, and the first
+# response or cookie reply naming its sender index that a sends back within PROBE_WAIT seconds
+# (hex), if any.
 PROBE = """
 import socket, sys, time
 source, port, target, message, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3], \\
     bytes.fromhex(sys.argv[4]), float(sys.argv[5])
-with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+family = socket.AF_INET6 if ":" in source else socket.AF_INET
+with socket.socket(family, socket.SOCK_DGRAM) as sock:
     sock.bind((source, port))
     sock.sendto(message, (target, 5000))
     deadline = time.monotonic() + wait
@@ -198,9 +215,11 @@ def forged(initiation: bytes, keys: wg.Keys) -> dict:
 
 def check_initiator(lab: WireGuardLab) -> None:
     """a's initiations meet a responder under load: forged cookie replies are used for
-    nothing; the true one for a's latest initiation makes its next one's mac2."""
+    nothing; the true one for a's latest initiation makes its next one's mac2, for 120 s."""
     keys, started = lab.keys, time.time()
-    lab.start_tinyvpn()
+    clock = Clock(lab.hosts.logs / "a.clock")
+    clock.run_ahead(0)
+    lab.start_tinyvpn(clock=clock)
     first_at, first = lab.await_message(INITIATION, started, 3, "initiation after it started",
                                         "an initiation as soon as it starts", "9. the handshake")
     wg.read_initiation(first, keys.b, keys.a_public, "a")
@@ -210,7 +229,13 @@ def check_initiator(lab: WireGuardLab) -> None:
                                          "forged cookie replies")
     judge_mac2(second, None, lies, "after forged cookie replies only")
     wg.read_initiation(second, keys.b, keys.a_public, "a's second initiation")
-    cookie, older = os.urandom(16), os.urandom(16)
+    cookie_expires(lab, clock, cookie_taken(lab, first, second_at, second))
+
+
+def cookie_taken(lab: WireGuardLab, first: bytes, second_at: float, second: bytes) -> bytes:
+    """The true cookie reply to a's `second` initiation, among lies (one to its `first`): a's
+    third carries mac2 made with it, and is answered. Returns that cookie."""
+    keys, (cookie, older) = lab.keys, (os.urandom(16), os.urandom(16))
     lies = forged(second, keys)
     lab.inject(cookie_reply(second, cookie, keys.b_public),
                cookie_reply(first, older, keys.b_public), *(r for r, _ in lies.values()))
@@ -221,6 +246,26 @@ def check_initiator(lab: WireGuardLab) -> None:
                "to its latest initiation, then forged ones")
     # Answered at last: a confirms with a keep-alive (mac2 is no part of the handshake's hash)
     wg.confirm(lab, wg.read_initiation(third[:132] + bytes(16), keys.b, keys.a_public, "a"))
+    return cookie
+
+
+def cookie_expires(lab: WireGuardLab, clock: Clock, cookie: bytes) -> None:
+    """a's clock AHEAD seconds on, and a packet to send: the session is due for renewal, and
+    the initiation that renews it carries no mac2, the cookie being too old."""
+    clock.run_ahead(AHEAD)
+    since = time.time()
+    netns.run(lab.hosts, "a", "ping", "-c", "1", "-W", "0.3", TUNNEL["b"][0], check=False)
+    _, message = lab.await_message(
+        INITIATION, since, 3, f"initiation after its clock moved {AHEAD} s ahead and it had a "
+        "packet to send", "a new handshake at once: a session the initiator sends on is "
+        "renewed after 120 s (REKEY_AFTER_TIME)", "12. timers")
+    when = f"{AHEAD} s after the check's cookie reply (a's clock moved ahead)"
+    if message[132:148] == mac(cookie, message[:132]):
+        raise Failed(f"{when}, a's next initiation still carries a mac2 made with that "
+                     "cookie", "16 zero bytes: a cookie received is used for 120 s only "
+                     "(wireguard-go device/cookie.go AddMacs, CookieRefreshTime), when the "
+                     "responder's secret has changed anyway", SECTION)
+    judge_mac2(message, None, {}, when)
 
 
 def judge_mac2(message: bytes, cookie: Optional[bytes], lies: dict, when: str) -> None:
@@ -252,6 +297,35 @@ def judge_mac2(message: bytes, cookie: Optional[bytes], lies: dict, when: str) -
 # --- As responder: mallory's flood --------------------------------------------------------
 
 
+class Flooded(NamedTuple):
+    """The tinyvpn mallory floods, single-peer a or the hub, and how the words name it."""
+    hosts: Hosts
+    process: "subprocess.Popen[bytes]"
+    alive: Callable[[str], None]  # Failed, naming the crash first, if it has died
+    who: str  # "a", "the hub"
+    when: str  # what it was run as, under what flood
+    rule: str = ""  # said after each rule broken: what holds in this mode too
+
+
+class Spoke(NamedTuple):
+    """wireguard-go initiating through the flood, and its ping: where the check finds them."""
+    log: str  # the name it was started under
+    ping: str  # the name its ping was started under
+    who: str  # in the words
+    pinged: str  # what its ping is, in the words
+    pings_again: Callable[[], bool]  # two more pings, both answered
+
+
+FLOODED = f"under mallory's flood ({FLOOD_RATE} initiations a second, each with a valid mac1)"
+
+
+def start_flood(hosts: Hosts, side: str, target: str, message: bytes) -> subprocess.Popen:
+    """Mallory's flood, from MALLORY:FLOOD_PORT in namespace `side`: `message` again and
+    again, to `target`:PORT."""
+    return netns.start(hosts, side, sys.executable, "-c", FLOOD, MALLORY, str(FLOOD_PORT),
+                       target, str(FLOOD_RATE), message.hex(), name="flood")
+
+
 def start_responder(lab: WireGuardLab, clock: Clock) -> None:
     """a's tinyvpn -d under `clock`, its PEER nobody: it initiates to no one, and answers."""
     options = ("--private-key", str(lab.keys.a_file), "--peer-key", wg.b64(lab.keys.b_public))
@@ -275,16 +349,22 @@ def verbose_logs() -> Iterator[None]:
             os.environ["LOG_LEVEL"] = before
 
 
-def answer(lab: WireGuardLab, port: int, message: bytes, what: str) -> bytes:
-    """What a sends back to B:`port` for the initiation `message`: a response or a cookie
-    reply naming its sender index; Failed if neither comes within PROBE_WAIT seconds."""
-    result = netns.run(lab.hosts, "b", sys.executable, "-c", PROBE, B, str(port), A,
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def answer(lab: WireGuardLab, port: int, message: bytes, what: str, source: str = B) -> bytes:
+    """What a sends back to `source`:`port` (one of b's addresses) for the initiation
+    `message`: a response or a cookie reply naming its sender index; Failed if neither comes
+    within PROBE_WAIT seconds."""
+    target = A6 if ":" in source else A
+    result = netns.run(lab.hosts, "b", sys.executable, "-c", PROBE, source, str(port), target,
                        message.hex(), str(PROBE_WAIT), check=False, timeout=PROBE_WAIT + 10)
     if result.stdout.strip():
         return bytes.fromhex(result.stdout.strip())
     lab.alive(f"after the check sent {what}")
-    raise Failed(f"the check sent {what}; a sent nothing back to {B}:{port} within "
-                 f"{PROBE_WAIT} s",
+    raise Failed(f"the check sent {what}; a sent nothing back to {address(source, port)} "
+                 f"within {PROBE_WAIT} s",
                  "a response, or under load a cookie reply, at once", SECTION)
 
 
@@ -295,9 +375,9 @@ def learners_x25519(program: Path) -> float:
     return float(timed.stdout) if timed.returncode == 0 else 0.0
 
 
-def check_responder(lab: WireGuardLab) -> None:
+def check_responder(lab: WireGuardLab, cost: float) -> None:
     """The flood, and while it lasts: the check's probes, wireguard-go's handshake, and a's
-    secret made 130 s old; then a's CPU per cookie reply."""
+    secret made 130 s old; then a's CPU per cookie reply (`cost`: one of its X25519)."""
     keys, hosts = lab.keys, lab.hosts
     replayed = wg.initiate(keys, wg.tai64n(time.time_ns() - 10**10))  # older than any after
     clock = Clock(hosts.logs / "a.clock")
@@ -305,57 +385,64 @@ def check_responder(lab: WireGuardLab) -> None:
     start_responder(lab, clock)
     with verbose_logs():
         lab.start_peer(endpoint=A)
-    calm = wg.initiate(keys, wg.tai64n(time.time_ns()))
+    answered_calmly(lab)
+    netns.add_address(hosts, "b", f"{hosts.prefix}v", (MALLORY, B6_TOO))
+    flood = start_flood(hosts, "b", A, replayed.message)
+    time.sleep(0.5)  # hundreds of initiations in: load on any machine
+    pinging = netns.start(hosts, "b", "ping", "-c", "1", "-W", "12", TUNNEL["a"][0],
+                          name="ping-b")  # wireguard-go initiates
+    assert lab.tinyvpn
+    flooded = Flooded(hosts, lab.tinyvpn, lab.alive, "a", FLOODED)
+    judge_cpu(flooded, cost)
+    cookie = probe_under_load(lab, B)
+    wrong_senders(lab, cookie)
+    probe_under_load(lab, B6, B6_TOO)
+    through_wireguard_go(flooded, pinging, Spoke(
+        "wireguard-go-b", "ping-b", "wireguard-go in b", "b's ping", lambda: lab.ping("b", 2)))
+    secret_rotated(lab, clock, cookie)
+    netns.stop(flood)
+    judge_flood(flooded)
+
+
+def answered_calmly(lab: WireGuardLab) -> None:
+    """With no flood, an initiation without mac2 gets its response."""
+    calm = wg.initiate(lab.keys, wg.tai64n(time.time_ns()))
     reply = answer(lab, PROBE_PORT, calm.message, "one initiation from b's key, timestamp "
                    "now, and no flood")
     if reply[:4] != RESPONSE:
         raise Failed("with no flood, the check sent one initiation from b's key, timestamp "
                      "now; a answered it with a cookie reply", "a response: only under load "
                      "does an initiation without mac2 get a cookie reply", SECTION)
-    wg.read_response(reply, calm, keys)
-    netns.add_address(hosts, "b", f"{hosts.prefix}v", (MALLORY,))
-    cost = learners_x25519(lab.program)
-    flood = netns.start(hosts, "b", sys.executable, "-c", FLOOD, MALLORY, str(FLOOD_PORT), A,
-                        str(FLOOD_RATE), replayed.message.hex(), name="flood")
-    time.sleep(0.5)  # hundreds of initiations in: load on any machine
-    pinging = netns.start(hosts, "b", "ping", "-c", "1", "-W", "12", TUNNEL["a"][0],
-                          name="ping-b")  # wireguard-go initiates
-    judge_cpu(lab, cost)
-    cookie = probe_under_load(lab)
-    through_wireguard_go(lab, pinging)
-    secret_rotated(lab, clock, cookie)
-    netns.stop(flood)
-    judge_flood(lab)
+    wg.read_response(reply, calm, lab.keys)
 
 
-FLOODED = f"under mallory's flood ({FLOOD_RATE} initiations a second, each with a valid mac1)"
+def fresh(keys: wg.Keys) -> bytes:
+    """A new initiation from b's key, timestamp now, mac2 zero."""
+    return wg.initiate(keys, wg.tai64n(time.time_ns())).message
 
 
-def probe_under_load(lab: WireGuardLab) -> bytes:
-    """The check's initiations during the flood: only a valid mac2, made with the cookie for
-    the very address and port, gets a response. Returns that cookie."""
-    keys = lab.keys
-    first = wg.initiate(keys, wg.tai64n(time.time_ns())).message
-    what = "a new initiation from b's key, timestamp now, mac2 zero"
-    reply = answer(lab, PROBE_PORT, first, f"{what}, {FLOODED}")
+def probe_under_load(lab: WireGuardLab, source: str, neighbour: str = "") -> bytes:
+    """The check's initiations from `source`:PROBE_PORT during the flood: mac2 zero gets a
+    cookie reply; mac2 made with that cookie gets a response, but not from `neighbour` (an
+    address of b's, if given). Returns the cookie."""
+    keys, sender = lab.keys, address(source, PROBE_PORT)
+    first, what = fresh(keys), f"a new initiation from b's key, timestamp now, mac2 zero, " \
+        f"from {sender}"
+    reply = answer(lab, PROBE_PORT, first, f"{what}, {FLOODED}", source)
     if reply[:4] == RESPONSE:
         raise Failed(f"{FLOODED}, the check sent {what}; a answered it with a response, "
                      "after the DH it costs", "a cookie reply (type 3) instead: under load, "
                      "an initiation without a valid mac2 costs no DH", SECTION)
     cookie = open_cookie(reply, first, keys)
-    for message, port, what in (
-            (wg.initiate(keys, wg.tai64n(time.time_ns())).message[:132] + os.urandom(16),
-             PROBE_PORT, "a new initiation from b's key with a mac2 of 16 random bytes"),
-            (with_mac2(wg.initiate(keys, wg.tai64n(time.time_ns())).message, cookie),
-             OTHER_PORT, f"a new initiation from b's key, its mac2 made with the cookie a "
-             f"gave {B}:{PROBE_PORT}, from port {OTHER_PORT} of the same address")):
-        if answer(lab, port, message, f"{what}, {FLOODED}")[:4] == RESPONSE:
-            raise Failed(f"{FLOODED}, the check sent {what}; a answered it with a response",
-                         "a cookie reply: under load, only a valid mac2 gets a response, and "
-                         "a cookie is MAC(secret, the sender's IP address AND port)", SECTION)
+    if neighbour:
+        refused(lab, neighbour, PROBE_PORT, f"a new initiation from b's key, its mac2 made "
+                f"with the cookie a gave {sender}, from {address(neighbour, PROBE_PORT)}: "
+                "another IPv6 address, the same last 4 bytes, the same port",
+                with_mac2(fresh(keys), cookie))
     good = wg.initiate(keys, wg.tai64n(time.time_ns()))
-    what = "a new initiation from b's key, its mac2 made with the cookie a gave it"
-    reply = answer(lab, PROBE_PORT, with_mac2(good.message, cookie), f"{what}, {FLOODED}")
+    what = f"a new initiation from b's key, its mac2 made with the cookie a gave {sender}"
+    reply = answer(lab, PROBE_PORT, with_mac2(good.message, cookie), f"{what}, {FLOODED}",
+                   source)
     if reply[:4] != RESPONSE:
         raise Failed(f"{FLOODED}, the check sent {what}, from the same address and port; a "
                      "answered it with another cookie reply", "a response: a valid mac2 "
@@ -365,34 +452,57 @@ def probe_under_load(lab: WireGuardLab) -> bytes:
     return cookie
 
 
-def through_wireguard_go(lab: WireGuardLab, pinging: "subprocess.Popen[bytes]") -> None:
+def wrong_senders(lab: WireGuardLab, cookie: bytes) -> None:
+    """During the flood, initiations whose mac2 is not the one for their sender."""
+    keys, given = lab.keys, address(B, PROBE_PORT)
+    refused(lab, B, PROBE_PORT, "a new initiation from b's key with a mac2 of 16 random bytes",
+            fresh(keys)[:132] + os.urandom(16))
+    refused(lab, B, OTHER_PORT, f"a new initiation from b's key, its mac2 made with the cookie "
+            f"a gave {given}, from port {OTHER_PORT} of the same address",
+            with_mac2(fresh(keys), cookie))
+    refused(lab, MALLORY, PROBE_PORT, f"a new initiation from b's key, its mac2 made with the "
+            f"cookie a gave {given}, from {address(MALLORY, PROBE_PORT)}: another address, the "
+            "same port", with_mac2(fresh(keys), cookie))
+
+
+def refused(lab: WireGuardLab, source: str, port: int, what: str, message: bytes) -> None:
+    """Failed if a answers the initiation `message` from `source`:`port` with a response."""
+    if answer(lab, port, message, f"{what}, {FLOODED}", source)[:4] == RESPONSE:
+        raise Failed(f"{FLOODED}, the check sent {what}; a answered it with a response",
+                     "a cookie reply: under load, only a valid mac2 gets a response, and a "
+                     "cookie is MAC(secret, the sender's IP address AND port: all 4 or 16 "
+                     "bytes of the address)", SECTION)
+
+
+def through_wireguard_go(flooded: Flooded, pinging: "subprocess.Popen[bytes]",
+                         spoke: Spoke) -> None:
     """wireguard-go initiated under the flood: it got a cookie reply it could open, initiated
-    again with mac2, was answered, and b's ping came back."""
+    again with mac2, was answered, and its ping came back."""
     with suppress(subprocess.TimeoutExpired):
         pinging.wait(15)
-    log = netns.output(lab.hosts, "wireguard-go-b", "out")
-    lab.alive("while wireguard-go initiated under the flood")
+    log, who, when = netns.output(flooded.hosts, spoke.log, "out"), flooded.who, flooded.when
+    flooded.alive(f"while {spoke.who} initiated under the flood")
     if "Could not decrypt invalid cookie response" in log:
-        raise Failed(f"{FLOODED}, wireguard-go in b initiated; it could not open a's cookie "
-                     "reply (its log: \"Could not decrypt invalid cookie response\")",
-                     "a cookie reply wireguard-go opens: XAEAD(HASH(\"cookie--\" + a's public "
-                     "key), a random 24-byte nonce, the cookie, the initiation's mac1)",
-                     SECTION)
-    if "1 received" not in netns.output(lab.hosts, "ping-b", "out"):
-        raise Failed(f"{FLOODED}, wireguard-go in b initiated (b's ping); " +
-                     ("it got a's cookie reply (its log says so), so its retry 5 s later "
-                      "carried mac2; b's ping got no answer within 12 s"
-                      if "Receiving cookie response" in log
-                      else "a sent it no cookie reply, and b's ping got no answer within 12 s"),
+        raise Failed(f"{when}, {spoke.who} initiated; it could not open {who}'s cookie reply "
+                     "(its log: \"Could not decrypt invalid cookie response\")",
+                     f"a cookie reply wireguard-go opens: XAEAD(HASH(\"cookie--\" + {who}'s "
+                     "public key), a random 24-byte nonce, the cookie, the initiation's mac1)"
+                     + flooded.rule, SECTION)
+    if "1 received" not in netns.output(flooded.hosts, spoke.ping, "out"):
+        raise Failed(f"{when}, {spoke.who} initiated ({spoke.pinged}); " +
+                     (f"it got {who}'s cookie reply (its log says so), so its retry 5 s later "
+                      f"carried mac2; {spoke.pinged} got no answer within 12 s"
+                      if "Receiving cookie response" in log else f"{who} sent it no cookie "
+                      f"reply, and {spoke.pinged} got no answer within 12 s"),
                      "wireguard-go's initiation with a valid mac2 gets a response: a peer "
-                     "completes its handshake under load", SECTION)
+                     "completes its handshake under load" + flooded.rule, SECTION)
     if "Receiving cookie response" not in log:
-        raise Failed(f"{FLOODED}, wireguard-go in b initiated, and was answered without a "
-                     "cookie reply: a was not under load", "under load at such a flood: any "
-                     "definition of load holds 500 initiations a second with a valid mac1",
-                     SECTION)
-    if not lab.ping("b", 2):
-        raise Failed(f"{FLOODED}, after wireguard-go's handshake, b's pings got no answer",
+        raise Failed(f"{when}, {spoke.who} initiated, and was answered without a cookie "
+                     f"reply: {who} was not under load", "under load at such a flood: any "
+                     "definition of load holds 500 initiations a second with a valid mac1"
+                     + flooded.rule, SECTION)
+    if not spoke.pings_again():
+        raise Failed(f"{when}, after {spoke.who}'s handshake, its pings got no answer",
                      "pings cross, whatever mallory sends", SECTION)
 
 
@@ -416,9 +526,9 @@ def secret_rotated(lab: WireGuardLab, clock: Clock, cookie: bytes) -> None:
                      "(the paper, 5.4.7)", SECTION)
 
 
-def flood_counts(lab: WireGuardLab) -> tuple:
+def flood_counts(hosts: Hosts) -> tuple:
     """(sent, cookie replies, responses, seconds) of mallory's flood so far."""
-    lines = [line for line in netns.output(lab.hosts, "flood", "out").splitlines()
+    lines = [line for line in netns.output(hosts, "flood", "out").splitlines()
              if line.endswith("}")]
     counted = json.loads(lines[-1]) if lines else {}
     kinds = counted.get("kinds", {})
@@ -426,35 +536,85 @@ def flood_counts(lab: WireGuardLab) -> tuple:
             counted.get("seconds", 0.0))
 
 
-def judge_cpu(lab: WireGuardLab, cost: float, seconds: float = 1.5) -> None:
-    """a's CPU seconds per cookie reply over `seconds` of the flood: less than one X25519."""
-    assert lab.tinyvpn
-    cpu, (_, replies, _, _) = netns.cpu_seconds(lab.tinyvpn.pid), flood_counts(lab)
+def judge_cpu(flooded: Flooded, cost: float, seconds: float = 1.5) -> None:
+    """Over `seconds` of the flood, by the kernel's count of what the learner's tinyvpn read
+    and sent (its namespace's UDP counters: exact at once, however busy the machine): a
+    datagram sent for most read, and CPU seconds per datagram sent below one X25519 (`cost`)."""
+    pid = flooded.process.pid
+    cpu, (read, sent) = netns.cpu_seconds(pid), netns.udp_datagrams(pid)
     time.sleep(seconds)
-    lab.alive("under mallory's flood")
-    cpu, replies = netns.cpu_seconds(lab.tinyvpn.pid) - cpu, flood_counts(lab)[1] - replies
-    if replies and cost and cpu / replies > cost:  # a DH costs one X25519 at least
-        raise Failed(f"{FLOODED}, a spent {cpu:.2f} CPU seconds in {seconds} s, "
-                     f"{cpu / replies * 1000:.2f} ms for each of its {replies} cookie replies, "
-                     f"and one of its x25519() takes {cost * 1000:.2f} ms: it computed a DH "
-                     "for them", "no DH under load without a valid mac2: the load, then "
-                     "mac2, are judged right after mac1; a cookie reply costs a MAC and an "
-                     "XChaCha20-Poly1305", SECTION)
+    flooded.alive("under mallory's flood")
+    cpu = netns.cpu_seconds(pid) - cpu
+    read, sent = (now - before for now, before in zip(netns.udp_datagrams(pid), (read, sent)))
+    who, when = flooded.who, flooded.when
+    if sent < read / 2:
+        raise Failed(f"{when}, {who} read {read} datagrams in {seconds} s and sent {sent} (its "
+                     f"UDP counters), spending {cpu:.2f} CPU seconds", "a cookie reply to "
+                     "every initiation, at once, and no DH" + flooded.rule, SECTION)
+    if sent and cost and cpu / sent > cost:  # a DH costs one X25519 at least
+        raise Failed(f"{when}, {who} spent {cpu:.2f} CPU seconds in {seconds} s, "
+                     f"{cpu / sent * 1000:.2f} ms for each of the {sent} datagrams it sent "
+                     f"(cookie replies), and one of its x25519() takes {cost * 1000:.2f} ms: "
+                     "it computed a DH for them", "no DH under load without a valid mac2: the "
+                     "load, then mac2, are judged right after mac1; a cookie reply costs a MAC "
+                     "and an XChaCha20-Poly1305" + flooded.rule, SECTION)
 
 
-def judge_flood(lab: WireGuardLab) -> None:
+def judge_flood(flooded: Flooded) -> None:
     """Mallory's count of what came back: a cookie reply to most, a response to none."""
-    sent, replies, responses, seconds = flood_counts(lab)
-    flood = (f"mallory flooded a with {sent} replays of one of b's initiations (valid mac1) "
-             f"in {seconds:.1f} s")
+    sent, replies, responses, seconds = flood_counts(flooded.hosts)
+    flood = (f"mallory flooded {flooded.who} with {sent} replays of one initiation (valid "
+             f"mac1) in {seconds:.1f} s")
     if responses:
-        raise Failed(f"{flood}; a answered {responses} with a response",
+        raise Failed(f"{flood}; {flooded.who} answered {responses} with a response",
                      "a replayed initiation is never answered; under load, it gets a cookie "
                      "reply", SECTION)
     if replies < sent / 2:
-        raise Failed(f"{flood}; a sent her {replies} cookie replies",
+        raise Failed(f"{flood}; {flooded.who} sent her {replies} cookie replies",
                      "a cookie reply to every one: under load, an initiation without a valid "
-                     "mac2 gets one, at once and without a DH", SECTION)
+                     "mac2 gets one, at once and without a DH" + flooded.rule, SECTION)
+
+
+# --- In hub mode: rung 13's hub, flooded --------------------------------------------------
+
+HUB_FLOODED = f"the hub (tinyvpn -d --config FILE, two [Peer]s) {FLOODED}"
+HUB_RULE = ("; with --config as with --private-key: the load, the cookie secret and the "
+            "reply's key are the interface's (its own public key), and judged right after "
+            "mac1, before any DH says which [Peer] sent the initiation")
+
+
+def check_hub(program: Path, cost: float) -> None:
+    """The hub, spoke c up; mallory floods the hub with one initiation from her own key (no
+    [Peer]'s: a correct hub never answers it, however its handshakes with c went), again and
+    again; spoke a comes up and pings spoke c through the hub."""
+    with routing.hub_lab(program) as lab:
+        lab.start_hub()
+        lab.start_spoke("c")
+        if not routing.replied(lab.ping("c", INNER["b"], wait=3)):
+            lab.alive()
+            raise Failed("with no flood yet, spoke c's ping to the hub got no reply",
+                         "rung 13's hub: a spoke's handshake answered, its pings too",
+                         routing.SECTION)
+        as_mallory = wg.Keys(lab.keys["b"], lab.keys["m"], Path(), Path())  # the hub responds
+        flood = start_flood(lab.hosts, "m", HUB, wg.initiate(as_mallory, wg.tai64n(0)).message)
+        time.sleep(0.5)  # hundreds of initiations in: load on any machine
+        with verbose_logs():
+            lab.start_spoke("a")  # up: it initiates (its PersistentKeepalive)
+        pinging = netns.start(lab.hosts, "a", "ping", "-c", "1", "-W", "12", INNER["c"],
+                              name="ping-a")
+        assert lab.hub
+        flooded = Flooded(lab.hosts, lab.hub, lambda _: lab.alive(), "the hub", HUB_FLOODED,
+                          HUB_RULE)
+        judge_cpu(flooded, cost)
+        through_wireguard_go(flooded, pinging, Spoke(
+            "wireguard-go-a", "ping-a", "spoke a (wireguard-go)", "its ping to spoke c, "
+            "through the hub", lambda: pings_c(lab)))
+        netns.stop(flood)
+        judge_flood(flooded)
+
+
+def pings_c(lab: HubLab) -> bool:
+    return routing.replied(lab.ping("a", INNER["c"], count=2), 2)
 
 
 # --- The rung -----------------------------------------------------------------------------
@@ -464,8 +624,9 @@ def check_cookies(program: Path) -> None:
     lacking = wg.faketime_missing()
     if lacking:
         raise Failed(f"this machine cannot check rung 14: {lacking}", "libfaketime installed")
+    cost = learners_x25519(program)
     with wg.wireguard_lab(program) as lab:
         check_initiator(lab)  # first: the cable's recorder has little to read yet
         lab.stop_tinyvpn()
-        check_responder(lab)
-
+        check_responder(lab, cost)
+    check_hub(program, cost)
