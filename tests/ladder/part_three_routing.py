@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
@@ -192,6 +192,9 @@ def hub_lab(program: Path) -> Iterator[HubLab]:
         try:
             yield lab
         except Exception:
+            if lab.hub:  # a hub that crashed has lost its TUN a moment before it is seen ended
+                with suppress(subprocess.TimeoutExpired):
+                    lab.hub.wait(1)
             lab.alive()  # a crash is named first, whatever the symptom was
             raise
         finally:
