@@ -21,7 +21,7 @@ program for its open files and sockets) has something to read, then returns thos
 
 Read from the top: main(), relay() (that loop), its two ends, Local (the TUN) and Network (the
 socket), and how they are set up, are a ping's whole path. Then come refinements, each under
-its own heading, and each is named where the path hands work over to it.
+its own heading and named where the path hands work over to it; last, what -d prints.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -48,8 +48,9 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# A UDP datagram carries that less its 8-byte header and, over IPv4, the 20-byte IP header; IPv6
-# counts its own 40-byte header outside the 65,535, so 20 more. A longer packet: see "Too big".
+# A UDP datagram carries that less its 8-byte header and, over IPv4, less the 20-byte IP header
+# too. IPv6's length counts only what follows its 40-byte header: 65,535 - 8 fit. A longer
+# packet fits in no datagram: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -65,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
     try:
         tun = None if stdio else open_tun(args.interface)
-        sock = open_udp_socket(args.port)  # once this port is bound, the TUN is there too
+        sock = open_udp_socket(args.port)
         peer = resolve_peer(args.peer, args.port, sock.family)
         largest = largest_payload(peer)  # a longer packet fits in no datagram: see "Too big"
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
@@ -101,7 +102,8 @@ def stop_on_signals() -> int:
     A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
     set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
     KeyboardInterrupt that main() catches. A signal landing just before select() starts would
-    wait for a packet, forever on an idle tunnel; the byte wakes it at once (nothing reads it)."""
+    wait for a packet, forever on an idle tunnel; the byte wakes it at once (and is never read:
+    waking select() is all it is for)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
     readable, written = os.pipe()
     os.set_blocking(written, False)  # a signal must never block on a full pipe
@@ -133,7 +135,7 @@ class Local:
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
-            if self.log:  # -d prints its line now; it is counted once the kernel sends it
+            if self.log:  # -d prints its line now; Log.sent() counts it once it is sent
                 self.log.read(packet)
         return packets
 
@@ -150,8 +152,9 @@ class Local:
 
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        # ICMP, IP's own messages (see "Too big"): IPv4's "fragmentation needed" (RFC 1191)
-        # or IPv6's "packet too big" (RFC 4443, 3.2), each with the size that fits.
+        # ICMP, IP's own messages (see "Too big"): type, code, checksum (0: icmp_error() sums
+        # it), the size that fits. IPv4's type 3 code 4, "fragmentation needed" (RFC 1191), has
+        # 2 bytes unused before it; IPv6's type 2, "packet too big" (RFC 4443 3.2), 4 bytes of it.
         answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),
                             struct.pack("!BBHI", 2, 0, 0, self.largest))
         if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
@@ -170,8 +173,7 @@ class Network:
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
-        # receive() yields views of this one buffer, not copies; each is written before the next.
-        self.buffer = memoryview(bytearray(MAX_PACKET))
+        self.buffer = memoryview(bytearray(MAX_PACKET))  # what receive() reads into
         # On Linux 5.0+, bursts go through Glue ("Going fast"): the same datagrams in fewer calls.
         self.glue = Glue(self) if enable_batching(sock) else None
 
@@ -198,19 +200,18 @@ class Network:
             self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting, BATCH at most, each with the address it came from. Each is a
-        view of our one buffer, which the next read overwrites: use it before then."""
+        """The datagrams waiting, BATCH at most, each with the address it came from. A generator:
+        relay() writes each datagram before it asks for the next, so each can be a view of our
+        one buffer (which the next read overwrites), not a copy."""
         for _ in range(BATCH):
             try:
-                # recvmsg_into() fills our buffer and, unlike recv(), returns any control message
-                # too: data the kernel adds beside a datagram (GRO_SPACE, under "Going fast", is
-                # room for GRO's). With MSG_DONTWAIT it raises if none is queued; the socket stays
-                # blocking, so that sendto() waits for room instead of dropping a packet.
+                # Like recv(), but into our buffer, and with the "control messages" the kernel
+                # may add beside a datagram: GRO's (see "Going fast"), in GRO_SPACE bytes.
                 length, control, flags, sender = self.sock.recvmsg_into(
-                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
-            except BlockingIOError:  # nothing more is queued
-                return
-            if flags & socket.MSG_TRUNC:  # cut to fit our buffer: it cannot happen, but drop it
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # raise if none is queued
+            except BlockingIOError:  # nothing more is queued (the socket itself stays blocking,
+                return  # so that sendto() waits for room instead of dropping a packet)
+            if flags & socket.MSG_TRUNC:  # cut to fit: 65,535 B hold any datagram, or GRO's
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
@@ -293,21 +294,23 @@ def fail(message: str) -> NoReturn:
 
 # --- Going fast: batching ------------------------------------------------------------------
 # A ping's path ends above; a burst of packets, on Linux 5.0 and later, goes this way instead.
-# In Python a system call costs microseconds, per packet, not per byte. So Linux can pass many
-# datagrams in one call. Sending, with Generic Segmentation Offload (GSO), one sendmsg() passes
-# a buffer and a size, and the kernel cuts the buffer into datagrams of that size. Receiving,
-# with Generic Receive Offload (GRO), one recvmsg() may return several datagrams of one size,
-# glued, and their size; unglue() cuts them apart. The wire is the same: a datagram per packet.
+# In Python a system call costs microseconds, whatever its size; Linux can pass many datagrams
+# in one call, each way:
+# - Sending (GSO, Generic Segmentation Offload): Glue passes a run of packets and their size to
+#   one sendmsg(), and the kernel cuts it into datagrams of that size (equal_size_runs()).
+# - Receiving (GRO, Generic Receive Offload): one recvmsg() may return several datagrams of
+#   one size from one sender, glued, and a control message with their size; unglue() cuts.
+# The wire is the same: one datagram per packet, as if each had been sent alone.
 
 UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that message: header, int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
-# The kernel cuts a lone datagram into IP fragments, but a glued run of datagrams longer than
-# the path MTU (the smallest MTU on the way) it refuses whole: EMSGSIZE, or EINVAL on older
-# kernels, or EIO (before Linux 6.11) where the device cannot compute a run's UDP checksums.
+# A lone datagram longer than the path MTU (the smallest MTU on the way) leaves as IP
+# fragments; a glued run of them the kernel refuses whole: EMSGSIZE, or EINVAL (older kernels),
+# or EIO (before Linux 6.11, where the card cannot compute a run's UDP checksums).
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-RETRY_GLUED = 1.0  # after a refusal, runs that long go singly for 1 s; the path MTU may grow
+RETRY_GLUED = 1.0  # seconds that such runs then go one datagram each, till the path MTU grows
 
 
 def enable_batching(sock: socket.socket) -> bool:
@@ -335,8 +338,8 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.refused_size = MAX_PACKET + 1  # runs this long or longer go singly until retry_at
-        self.retry_at = 0.0
+        self.refused_size = MAX_PACKET + 1  # runs of packets this long or longer go one
+        self.retry_at = 0.0  # datagram at a time until then: see RETRY_GLUED
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -365,15 +368,15 @@ class Glue:
 
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
-    """Cut `packets`, in order, into runs that one sendmsg() can carry. A run has one size, but
-    its last packet may be shorter (1400, 1400, 900, 1400 make two runs); GSO_MAX_SEGMENTS at
-    most; and UDP_PAYLOAD_IPV4 bytes at most, as the kernel first checks it as one datagram."""
+    """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
+    first packet's size, so only the last may be shorter: 1400, 1400, 900, 1400 make two runs.
+    GSO_MAX_SEGMENTS packets and UDP_PAYLOAD_IPV4 bytes at most (checked as one datagram)."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        ended = not run or len(run[-1]) < size  # none yet, or a shorter one came last
+        ended = not run or len(run[-1]) < size  # no run yet, or a shorter packet ended it
         full = len(run) == GSO_MAX_SEGMENTS or total + len(packet) > UDP_PAYLOAD_IPV4
-        if ended or full or len(packet) > size:  # a longer packet starts a run too
+        if ended or full or len(packet) > size:  # nor can a longer packet join the run
             if run:
                 yield run
             run, size, total = [], len(packet), 0
@@ -381,6 +384,137 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
         total += len(packet)
     if run:
         yield run
+
+
+# --- Too big for one datagram: path MTU discovery ------------------------------------------
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so
+# a packet read from it may fit in no datagram. A router that cannot forward a packet drops it
+# and tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
+# "packet too big" (RFC 4443 3.2, used by RFC 8201). The sender keeps that path MTU 10 minutes
+# (mtu_expires), and TCP sends less. tinyvpn answers as a router would, into the TUN, from the
+# packet's destination (it has no address). The answer quotes the packet's start: 548 + 8 + 20
+# = 576 bytes (RFC 1812 4.3.2.3); 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
+
+
+def largest_payload(peer: Address) -> int:
+    """The most bytes one UDP datagram to `peer` can carry."""
+    ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
+    return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
+
+
+def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
+    """An ICMP error about `packet`, in an IP packet to its sender; `ipv4` or `ipv6` is the
+    message's first 8 bytes: type, code, checksum (0 now), then 4 more; None if it is not IP."""
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
+        message = ipv4 + packet[:ICMP_QUOTE]
+        return ip_packet(4, answer_from, answer_to, with_checksum(message))
+    if version == 6 and len(packet) >= 40:
+        answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
+        message = ipv6 + packet[:ICMPV6_QUOTE]
+        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
+        pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
+        return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
+    return None
+
+
+def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
+    """An IP packet holding `message` (ICMP), from `source` to `destination`: TTL 64."""
+    if version == 4:  # 0x45 = version 4, 5-word header; TOS, length, no fragments, TTL, ...
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
+                             source, destination)
+        return with_checksum(header, checksum_at=10) + message
+    # Version 6 in the top 4 bits of 32; payload length, next header, hop limit, addresses.
+    return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
+                       destination) + message
+
+
+def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
+    """`data` with its Internet checksum (RFC 1071) in its 2 zero bytes at `checksum_at`: the
+    ones' complement of the ones' complement sum of its 16-bit words and the pseudo-header's."""
+    summed = pseudo_header + data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
+
+
+# --- stdio mode: stdin and stdout instead of a TUN -----------------------------------------
+
+class Stdio(Local):
+    """The local end in stdio mode: each read of stdin goes to the peer as one datagram (any
+    bytes, not only IP packets), and each datagram received is written to stdout."""
+
+    def __init__(self, largest: int, log: Optional["Log"]) -> None:
+        for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+            if stream is None:  # started with <&- or >&-: Python has no stream for it
+                fail(f"stdio mode needs {name}, but it is closed")
+        super().__init__(sys.stdin.fileno(), largest, log)
+        self.write_fd = sys.stdout.fileno()
+
+    def read(self) -> list[memoryview]:
+        """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
+        chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
+        if not chunk:  # stdin ended; like netcat, go on receiving. select() asks fileno() anew,
+            self.read_fd, self.never_written = os.pipe()  # so it watches a pipe nobody writes
+        elif self.log:
+            self.log.read(chunk)
+        return [chunk] if chunk else []
+
+    def write(self, packet: memoryview, sender: Address) -> None:
+        """Write one datagram to stdout, whole: stdout, unlike a TUN, may take it in pieces."""
+        written = 0
+        while written < len(packet):  # BrokenPipeError: stdout's reader has gone; we stop too
+            written += os.write(self.write_fd, packet[written:])
+        if self.log:
+            self.log.received(packet, sender)
+
+
+# --- The command line ----------------------------------------------------------------------
+
+def interface_name(text: str) -> str:
+    """argparse check: a name the kernel accepts, or 'stdio'."""
+    if not 0 < len(text.encode()) < IFNAMSIZ:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 to {IFNAMSIZ - 1} bytes long")
+    if text in (".", "..") or any(c in "/:" or c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} may not be '.' or '..', or contain '/', ':' or spaces")
+    return text
+
+
+def port_number(text: str) -> int:
+    """argparse check: a UDP port from 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
+    return int(text)
+
+
+def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
+    """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; a mistake exits with 2."""
+    parser = argparse.ArgumentParser(
+        prog="tinyvpn",
+        description="A tiny point-to-point VPN: IP packets from a TUN, one per UDP datagram.",
+        epilog="example, on two hosts (as root):\n"
+               "  host A:  tinyvpn -d testvpn hostB 5000\n"
+               "  host B:  tinyvpn -d testvpn hostA 5000\n"
+               "then on A:  ip link set testvpn up; ip address add 198.51.100.1/30 dev testvpn\n"
+               "and on B:   ip link set testvpn up; ip address add 198.51.100.2/30 dev testvpn\n\n"
+               "WARNING: no encryption and no authentication. Anyone who can reach PORT can\n"
+               "read the traffic and inject packets. For learning only; use WireGuard for real.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-d", action="store_true",
+                        help="print every packet sent and received, on stderr")
+    parser.add_argument("--version", action="version", version=f"tinyvpn {__version__}")
+    parser.add_argument("interface", metavar="INTERFACE", type=interface_name,
+                        help="name of the TUN interface to create, or 'stdio' to relay "
+                             "stdin/stdout (no root)")
+    parser.add_argument("peer", metavar="PEER", help="host name, IPv4 or IPv6 address to send to")
+    parser.add_argument("port", metavar="PORT", type=port_number,
+                        help="UDP port, bound here and sent to there (the same on both sides)")
+    return parser.parse_args(argv)
 
 
 # --- What -d prints ------------------------------------------------------------------------
@@ -450,7 +584,7 @@ class Log:
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
             self.print_line(self.summary())
-        except KeyboardInterrupt:  # the second went by: the timer's signal raised it
+        except KeyboardInterrupt:  # 1 s passed, and the timer's SIGALRM raised this
             self.stop_writing()
         finally:  # the timer may still be running: its signal does nothing from now on
             signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -530,137 +664,6 @@ def describe_transport(protocol: int, segment: bytes) -> str:
         source_port, destination_port = struct.unpack("!HH", segment[:4])
         return f"UDP {source_port} -> {destination_port}"
     return f"{name}, truncated header" if protocol in (ICMP, TCP, UDP, ICMPV6) else name
-
-
-# --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so
-# a packet read from it may fit in no datagram. A router that cannot forward a packet drops it
-# and tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
-# "packet too big" (RFC 8201). The sender keeps that path MTU for 10 minutes (mtu_expires), and
-# TCP sends less. tinyvpn answers as a router would, into the TUN, from the packet's destination
-# (it has no address). The answer quotes the packet's start: 548 + 8 + 20 = 576 bytes (RFC 1812
-# 4.3.2.3); 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
-ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
-
-
-def largest_payload(peer: Address) -> int:
-    """The most bytes one UDP datagram to `peer` can carry."""
-    ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
-    return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
-
-
-def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
-    """An ICMP error about `packet`, in an IP packet to its sender; `ipv4` or `ipv6` is the
-    message's first 8 bytes: type, code, checksum (0 now), then 4 more; None if it is not IP."""
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
-        message = ipv4 + packet[:ICMP_QUOTE]
-        return ip_packet(4, answer_from, answer_to, with_checksum(message))
-    if version == 6 and len(packet) >= 40:
-        answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
-        message = ipv6 + packet[:ICMPV6_QUOTE]
-        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
-        pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
-        return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
-    return None
-
-
-def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
-    """An IP packet holding `message` (ICMP), from `source` to `destination`: TTL 64."""
-    if version == 4:  # 0x45 = version 4, 5-word header; TOS, length, no fragments, TTL, ...
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
-                             source, destination)
-        return with_checksum(header, checksum_at=10) + message
-    # Version 6 in the top 4 bits of 32; payload length, next header, hop limit, addresses.
-    return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
-                       destination) + message
-
-
-def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2) -> bytes:
-    """`data` with its Internet checksum (RFC 1071) in its 2 zero bytes at `checksum_at`: the
-    ones' complement of the ones' complement sum of its 16-bit words and the pseudo-header's."""
-    summed = pseudo_header + data + b"\0" * (len(data) % 2)
-    total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
-
-
-# --- stdio mode: stdin and stdout instead of a TUN -----------------------------------------
-
-class Stdio(Local):
-    """The local end in stdio mode: each read of stdin goes to the peer as one datagram (any
-    bytes, not only IP packets), and each datagram received is written to stdout."""
-
-    def __init__(self, largest: int, log: Optional["Log"]) -> None:
-        for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
-            if stream is None:  # started with <&- or >&-: Python has no stream for it
-                fail(f"stdio mode needs {name}, but it is closed")
-        super().__init__(sys.stdin.fileno(), largest, log)
-        self.write_fd = sys.stdout.fileno()
-
-    def read(self) -> list[memoryview]:
-        """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
-        chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended; like netcat, go on receiving. select() asks fileno() anew:
-            self.read_fd, self.never_written = os.pipe()  # a pipe kept open, so never at EOF
-        elif self.log:
-            self.log.read(chunk)
-        return [chunk] if chunk else []
-
-    def write(self, packet: memoryview, sender: Address) -> None:
-        """Write one datagram to stdout, whole: stdout, unlike a TUN, may take it in pieces."""
-        written = 0
-        while written < len(packet):  # BrokenPipeError: stdout's reader has gone; we stop too
-            written += os.write(self.write_fd, packet[written:])
-        if self.log:
-            self.log.received(packet, sender)
-
-
-# --- The command line ----------------------------------------------------------------------
-
-def interface_name(text: str) -> str:
-    """argparse check: a name the kernel accepts, or 'stdio'."""
-    if not 0 < len(text.encode()) < IFNAMSIZ:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 to {IFNAMSIZ - 1} bytes long")
-    if text in (".", "..") or any(c in "/:" or c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} may not be '.' or '..', or contain '/', ':' or spaces")
-    return text
-
-
-def port_number(text: str) -> int:
-    """argparse check: a UDP port from 1 to 65535."""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
-    return int(text)
-
-
-def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
-    """The classic command line: tinyvpn [-d] INTERFACE PEER PORT; a mistake exits with 2."""
-    parser = argparse.ArgumentParser(
-        prog="tinyvpn",
-        description="A tiny point-to-point VPN: IP packets from a TUN, one per UDP datagram.",
-        epilog="example, on two hosts (as root):\n"
-               "  host A:  tinyvpn -d testvpn hostB 5000\n"
-               "  host B:  tinyvpn -d testvpn hostA 5000\n"
-               "then on A:  ip link set testvpn up; ip address add 198.51.100.1/30 dev testvpn\n"
-               "and on B:   ip link set testvpn up; ip address add 198.51.100.2/30 dev testvpn\n\n"
-               "WARNING: no encryption and no authentication. Anyone who can reach PORT can\n"
-               "read the traffic and inject packets. For learning only; use WireGuard for real.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-d", action="store_true",
-                        help="print every packet sent and received, on stderr")
-    parser.add_argument("--version", action="version", version=f"tinyvpn {__version__}")
-    parser.add_argument("interface", metavar="INTERFACE", type=interface_name,
-                        help="name of the TUN interface to create, or 'stdio' to relay "
-                             "stdin/stdout (no root)")
-    parser.add_argument("peer", metavar="PEER", help="host name, IPv4 or IPv6 address to send to")
-    parser.add_argument("port", metavar="PORT", type=port_number,
-                        help="UDP port, bound here and sent to there (the same on both sides)")
-    return parser.parse_args(argv)
 
 
 # --- Details of open_tun(): the ioctl's request code, and why a TUN cannot be created -----
