@@ -564,8 +564,8 @@ def arrives(condition: Callable[[], bool], timeout: float = 2) -> bool:
 def check_roam(program: Path) -> None:
     # a is behind a NAT that sends each new mapping out from a port of its own.
     with lab(program, nat="random") as tunnel:
-        a = tunnel.start("a", "--key", "KEY", "--keepalive", "0.5")
-        tunnel.start("b", "--key", "KEY")
+        tunnel.start("b", "--key", "KEY")  # first: b must have bound when a's first keep-alive
+        a = tunnel.start("a", "--key", "KEY", "--keepalive", "0.5")  # comes (its replay below)
         netns.wait_for(lambda: tunnel.cable.datagrams(A, B), "a's first keep-alive", 3)
         keepalive = tunnel.cable.datagrams(A, B)[0]
         netns.bring_up_tunnel(tunnel.hosts)
