@@ -3,7 +3,9 @@
 
 A TUN interface is a network interface whose wire is a program: each IP packet the kernel sends
 out of it, the program gets whole from one os.read(), and each packet the program writes arrives
-as if from a wire. Run this as root on host A (real address 192.0.2.1); on B, swap .1 and .2:
+as if from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create, the other
+host's real address, and the UDP port both use. As root on host A (real address 192.0.2.1; its
+end of the tunnel will be 198.51.100.1), and on B with each .1 and .2 swapped:
 
     tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
@@ -19,9 +21,9 @@ program for its open files and sockets) has something to read, then returns thos
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-Read from the top: main(), relay() (that loop), its two ends, Local (the TUN) and Network (the
-socket), and how they are set up, are a ping's whole path. Then come refinements, each under
-its own heading and named where the path hands work over to it; last, what -d prints.
+Read from the top: main(), relay() (that loop), its two ends (Local, the TUN; Network, the
+socket) and their set-up are a ping's whole path. Refinements follow under their own headings,
+each named where the path hands work over to it; last, what -d prints.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -49,8 +51,8 @@ __version__ = "1.1.0"
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
 # A UDP datagram carries that less its 8-byte header and, over IPv4, less the 20-byte IP header
-# too. IPv6's length counts only what follows its 40-byte header: 65,535 - 8 fit. A longer
-# packet fits in no datagram: see "Too big".
+# too. IPv6's length field counts only what follows its 40-byte header, so 65,535 - 8 bytes fit.
+# A longer packet fits in no datagram: see "Too big".
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -60,7 +62,7 @@ Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flo
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, then relay until Ctrl-C or SIGTERM: exit status 0 (fail() exits 1)."""
-    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained after relay()
+    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained just below
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
@@ -76,17 +78,31 @@ def main(argv: Optional[list[str]] = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
-        if error.errno == errno.EBADFD and not stdio:  # "bad state", Local.read(): TUN gone
+        if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
         fail(error.strerror or str(error))
     if log:
-        log.goodbye()
+        log.goodbye()  # -d's totals
     return 0
+
+
+def stop_on_signals() -> int:
+    """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
+    A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
+    set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
+    KeyboardInterrupt that main() catches. For a signal just before select() sleeps, that is
+    after select() returns: never, on an idle tunnel. The byte makes select() return at once
+    (and is never read: waking select() is all it is for)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: KeyboardInterrupt
+    readable, written = os.pipe()
+    os.set_blocking(written, False)  # once full (never read), it drops a byte, never hangs us
+    signal.set_wakeup_fd(written)
+    return readable
 
 
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    `wakeup` needs no branch: a signal wakes it, and then raises KeyboardInterrupt out of here."""
+    `wakeup` needs no branch: a signal makes it readable, then its handler raises out of here."""
     # select(to read, to write, errors) takes descriptors, or objects with fileno(): ours.
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
@@ -95,20 +111,6 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
         if network in ready:
             for packet, sender in network.receive():  # each datagram, from anyone -> one packet
                 local.write(packet, sender)
-
-
-def stop_on_signals() -> int:
-    """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
-    A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
-    set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
-    KeyboardInterrupt that main() catches. A signal landing just before select() starts would
-    wait for a packet, forever on an idle tunnel; the byte wakes it at once (and is never read:
-    waking select() is all it is for)."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends us like Ctrl-C
-    readable, written = os.pipe()
-    os.set_blocking(written, False)  # a signal must never block on a full pipe
-    signal.set_wakeup_fd(written)
-    return readable
 
 
 # --- The local end: the TUN interface ------------------------------------------------------
@@ -124,10 +126,10 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH (select() returns at once for the rest)."""
+        """The packets waiting in the TUN, up to BATCH (if more wait, the TUN stays readable)."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # a memoryview, as Network.receive() gives, so both ways pass one type
+            try:  # a memoryview, as Network.receive() gives (views, not copies): one type
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
@@ -143,18 +145,17 @@ class Local:
         """Hand one packet, from `sender`, to the kernel; if it is refused, drop it, go on."""
         try:
             os.write(self.write_fd, packet)  # one write, one whole packet
+            dropped = ""
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
-            if self.log:
-                self.log.received(packet, sender, refused("write", error))
-            return
-        if self.log:  # -d: the packet's line, as it arrived from `sender`
-            self.log.received(packet, sender)
+            dropped = refused("write", error)
+        if self.log:  # -d: the packet's line, as it arrived from `sender`, and if it was dropped
+            self.log.received(packet, sender, dropped)
 
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        # ICMP, IP's own messages (see "Too big"): type, code, checksum (0: icmp_error() sums
-        # it), the size that fits. IPv4's type 3 code 4, "fragmentation needed" (RFC 1191), has
-        # 2 bytes unused before it; IPv6's type 2, "packet too big" (RFC 4443 3.2), 4 bytes of it.
+        # ICMP, IP's own messages (see "Too big"), open with type, code, checksum (0: summed by
+        # icmp_error()), then the size that fits: IPv4's "fragmentation needed" (type 3 code 4,
+        # RFC 1191) as 2 bytes after 2 unused; IPv6's "packet too big" (type 2, RFC 4443 3.2) as 4.
         answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),
                             struct.pack("!BBHI", 2, 0, 0, self.largest))
         if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
@@ -211,7 +212,8 @@ class Network:
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # raise if none is queued
             except BlockingIOError:  # nothing more is queued (the socket itself stays blocking,
                 return  # so that sendto() waits for room instead of dropping a packet)
-            if flags & socket.MSG_TRUNC:  # cut to fit: 65,535 B hold any datagram, or GRO's
+            # Cut to fit: never seen, as 65,535 B hold any datagram, glued or not; dropped.
+            if flags & socket.MSG_TRUNC:
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
@@ -245,22 +247,19 @@ def make_ifreq(name: str) -> bytes:
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
 
 
-# How many bytes of datagrams the kernel queues for us; more arriving are dropped. The default,
-# ~208 KiB, holds ~90 datagrams of 1500 B. The kernel silently gives no more than sysctl
-# net.core.rmem_max (doubled); tinyvpn works either way, losing more in a burst.
+# The bytes of datagrams the kernel queues for us (the default, ~208 KiB, holds ~90 of 1500 B;
+# more are dropped), capped by sysctl net.core.rmem_max, then doubled for the kernel's bookkeeping.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def open_udp_socket(port: int) -> socket.socket:
     """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock, everywhere = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM), "::"
         # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        everywhere = "::"
     except OSError:  # this kernel has no IPv6: IPv4 only
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        everywhere = "0.0.0.0"
+        sock, everywhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "0.0.0.0"
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
@@ -281,7 +280,7 @@ def resolve_peer(peer: str, port: int, family: int) -> Address:
         found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
     except socket.gaierror as error:
         fail(f"cannot resolve peer {peer!r}: {error.strerror}")
-    peer_family, _, _, _, address = found[0]
+    peer_family, _, _, _, address = found[0]  # the first: the one the system prefers
     if family == socket.AF_INET6 and peer_family == socket.AF_INET:
         return (f"::ffff:{address[0]}", port, 0, 0)  # how an IPv6 socket spells an IPv4 address
     return address
@@ -304,13 +303,14 @@ def fail(message: str) -> NoReturn:
 
 UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagrams of N bytes"
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
-GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for that message: header, int, padding
+GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram longer than the path MTU (the smallest MTU on the way) leaves as IP
-# fragments; a glued run of them the kernel refuses whole: EMSGSIZE, or EINVAL (older kernels),
-# or EIO (before Linux 6.11, where the card cannot compute a run's UDP checksums).
+# fragments, but a glued run of them the kernel refuses whole: EMSGSIZE, or EINVAL (older
+# kernels), or EIO (before Linux 6.11, where the network card computes UDP checksums: it cannot
+# for fragments). Runs that long then go one datagram each, for RETRY_GLUED seconds.
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-RETRY_GLUED = 1.0  # seconds that such runs then go one datagram each, till the path MTU grows
+RETRY_GLUED = 1.0  # then runs are glued again, in case the path MTU grew: a refusal is cheap
 
 
 def enable_batching(sock: socket.socket) -> bool:
@@ -326,7 +326,7 @@ def enable_batching(sock: socket.socket) -> bool:
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
     """Cut what GRO glued back into datagrams of one size (the last maybe shorter), one sender."""
-    # control[0] is (level, type, data): the size, a 4-byte int (include/net/udp.h, udp_cmsg_recv).
+    # control[0] is (level, type, data): the size, a C int (udp_cmsg_recv, include/net/udp.h).
     size = struct.unpack("=i", control[0][2])[0]
     for start in range(0, len(glued), size):
         yield glued[start:start + size], sender
@@ -338,8 +338,8 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.refused_size = MAX_PACKET + 1  # runs of packets this long or longer go one
-        self.retry_at = 0.0  # datagram at a time until then: see RETRY_GLUED
+        # Runs of packets of refused_size or longer go one datagram at a time until retry_at.
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # nothing refused yet
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -354,8 +354,8 @@ class Glue:
         if size >= self.refused_size and time.monotonic() < self.retry_at:  # refused just now
             return False
         try:
-            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. Here
-            # it wants the size in 2 bytes, a __u16 (net/ipv4/udp.c, __udp_cmsg_send).
+            # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
+            # takes the size in 2 bytes, as UDP lengths are (__u16: __udp_cmsg_send, ipv4/udp.c).
             control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
             self.network.sock.sendmsg(run, control, 0, self.network.peer)
         except OSError as error:  # refused whole
@@ -369,14 +369,15 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
-    first packet's size, so only the last may be shorter: 1400, 1400, 900, 1400 make two runs.
-    GSO_MAX_SEGMENTS packets and UDP_PAYLOAD_IPV4 bytes at most (checked as one datagram)."""
+    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
+    it builds a run as one datagram first: at most UDP_PAYLOAD_IPV4 bytes, the smaller limit."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        ended = not run or len(run[-1]) < size  # no run yet, or a shorter packet ended it
-        full = len(run) == GSO_MAX_SEGMENTS or total + len(packet) > UDP_PAYLOAD_IPV4
-        if ended or full or len(packet) > size:  # nor can a longer packet join the run
+        joins = (bool(run) and len(run[-1]) == size  # no shorter packet has ended the run
+                 and len(packet) <= size and len(run) < GSO_MAX_SEGMENTS
+                 and total + len(packet) <= UDP_PAYLOAD_IPV4)
+        if not joins:
             if run:
                 yield run
             run, size, total = [], len(packet), 0
@@ -390,11 +391,11 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 # A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so
 # a packet read from it may fit in no datagram. A router that cannot forward a packet drops it
 # and tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
-# "packet too big" (RFC 4443 3.2, used by RFC 8201). The sender keeps that path MTU 10 minutes
-# (mtu_expires), and TCP sends less. tinyvpn answers as a router would, into the TUN, from the
-# packet's destination (it has no address). The answer quotes the packet's start: 548 + 8 + 20
-# = 576 bytes (RFC 1812 4.3.2.3); 1232 + 8 + 40 = 1280, IPv6's minimum MTU (RFC 4443 2.4).
-ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232
+# "packet too big" (RFC 4443 3.2). The sender's kernel keeps that size for the path 10 minutes
+# (sysctl net.ipv4.route.mtu_expires), and its TCP sends less. tinyvpn answers so, into the TUN,
+# from the packet's destination (tinyvpn owns no IP address), quoting the packet's start.
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 + 20 = 576 B (RFC 1812 4.3.2.3); + 8 + 40 = 1280 B
+ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header's "what follows"
 
 
 def largest_payload(peer: Address) -> int:
@@ -405,7 +406,9 @@ def largest_payload(peer: Address) -> int:
 
 def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
     """An ICMP error about `packet`, in an IP packet to its sender; `ipv4` or `ipv6` is the
-    message's first 8 bytes: type, code, checksum (0 now), then 4 more; None if it is not IP."""
+    message's first 8 bytes (type, code, checksum 0, 4 more); None if it is not IP. An IP header
+    opens with its version in 4 bits; source and destination are bytes 12-15 and 16-19 of
+    IPv4's 20, 8-23 and 24-39 of IPv6's 40."""
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
         answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
@@ -422,11 +425,12 @@ def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
 
 def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -> bytes:
     """An IP packet holding `message` (ICMP), from `source` to `destination`: TTL 64."""
-    if version == 4:  # 0x45 = version 4, 5-word header; TOS, length, no fragments, TTL, ...
+    if version == 4:  # 0x45: version 4, header 5 words of 4 bytes; type of service 0, length,
+        # identification 0, flags and fragment offset 0, TTL, protocol, checksum 0 (summed below)
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
                              source, destination)
         return with_checksum(header, checksum_at=10) + message
-    # Version 6 in the top 4 bits of 32; payload length, next header, hop limit, addresses.
+    # A 32-bit word: version 6 in 4 bits, traffic class and flow label 0; length, protocol, hops
     return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
                        destination) + message
 
@@ -436,7 +440,7 @@ def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2)
     ones' complement of the ones' complement sum of its 16-bit words and the pseudo-header's."""
     summed = pseudo_header + data + b"\0" * (len(data) % 2)
     total = sum(struct.unpack(f"!{len(summed) // 2}H", summed))
-    while total > 0xFFFF:
+    while total > 0xFFFF:  # ones' complement addition: each carry out of 16 bits is added back
         total = (total & 0xFFFF) + (total >> 16)
     return data[:checksum_at] + struct.pack("!H", ~total & 0xFFFF) + data[checksum_at + 2:]
 
@@ -457,8 +461,9 @@ class Stdio(Local):
     def read(self) -> list[memoryview]:
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended; like netcat, go on receiving. select() asks fileno() anew,
-            self.read_fd, self.never_written = os.pipe()  # so it watches a pipe nobody writes
+        if not chunk:  # stdin ended; like netcat, go on receiving. An ended stdin is always
+            # readable, so fileno() now gives select() a pipe whose write end we keep, unwritten.
+            self.read_fd, self.never_written = os.pipe()
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
@@ -466,7 +471,7 @@ class Stdio(Local):
     def write(self, packet: memoryview, sender: Address) -> None:
         """Write one datagram to stdout, whole: stdout, unlike a TUN, may take it in pieces."""
         written = 0
-        while written < len(packet):  # BrokenPipeError: stdout's reader has gone; we stop too
+        while written < len(packet):  # if stdout's reader has gone, main() stops on the error
             written += os.write(self.write_fd, packet[written:])
         if self.log:
             self.log.received(packet, sender)
@@ -519,17 +524,15 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
 
 # --- What -d prints ------------------------------------------------------------------------
 
-
 class Log:
     """-d: a line on stderr for every packet, each way, and totals at exit. Each method is named
-    for what just happened to a packet: read() and received() print its line as it comes in
-    (received() counts it too); sent() counts what the kernel took; not_sent() says why not."""
+    for what just happened to a packet; read() and received() print its line as it comes in."""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
         self.decode = not stdio  # TUN packets are IP, and decoded; what stdin gives is not
-        self.outgoing, self.incoming = ("stdin->net", "net->stdout") if stdio else \
-            ("tun->net", "net->tun")
+        self.outgoing = "stdin->net" if stdio else "tun->net"
+        self.incoming = "net->stdout" if stdio else "net->tun"
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
         self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
 
@@ -568,12 +571,12 @@ class Log:
         try:
             print(line, file=sys.stderr, flush=True)
         except OSError as error:
-            with suppress(OSError):  # a broken pipe hears nothing more; a file may
+            with suppress(OSError):  # a full disk may let this line through; a broken pipe not
                 print(f"tinyvpn: -d stops: stderr: {error.strerror}", file=sys.stderr, flush=True)
             self.stop_writing()
 
     def stop_writing(self) -> None:
-        """Write no more: stderr is /dev/null now, so Python's flush at exit cannot fail."""
+        """Write no more: stderr becomes /dev/null, where Python's flush at exit cannot fail."""
         self.writing = False
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
@@ -608,8 +611,6 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
-# IP protocol numbers (IANA), the byte that says what follows the IP header.
-ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
 PROTOCOLS = {0: "IPv6-hop-by-hop", ICMP: "ICMP", 2: "IGMP", TCP: "TCP", UDP: "UDP",
              ICMPV6: "ICMPv6"}
 ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request",
@@ -625,8 +626,7 @@ def describe_packet(packet: bytes) -> str:
     """One line saying what an IP packet is; never raises, whatever the bytes."""
     version = packet[0] >> 4 if packet else 0  # the first 4 bits of any IP header
     if version == 4:
-        # IPv4: byte 0 low half = header length in 4-byte words; bytes 6-7 = flags and fragment
-        # offset; byte 9 = protocol; bytes 12-15 and 16-19 = source and destination.
+        # IPv4: byte 0's low 4 bits = header length in 4-byte words; 6-7 = fragment; 9 = protocol
         header_length = (packet[0] & 0x0F) * 4
         if len(packet) < 20 or header_length < 20 or len(packet) < header_length:
             return "truncated IPv4 header"

@@ -126,6 +126,14 @@ def test_the_receive_buffer_is_capped_at_rmem_max_then_doubled(hosts: Hosts) -> 
     assert int(got) == 2 * min(tinyvpn.RECEIVE_BUFFER, cap)
 
 
+def test_a_learned_path_mtu_is_kept_10_minutes(hosts: Hosts) -> None:
+    # tinyvpn.py, "Too big": the sender's kernel keeps the size 10 minutes (a new namespace has
+    # the defaults, 600 s, in both families).
+    for family in ("ipv4", "ipv6"):
+        kept = run(hosts, "a", "cat", f"/proc/sys/net/{family}/route/mtu_expires").stdout
+        assert int(kept) == 10 * 60, family
+
+
 @pytest.mark.parametrize("family, largest", [(0, 65507), (1, 65527)], ids=["IPv4", "IPv6"])
 def test_the_largest_udp_payload(hosts: Hosts, family: int, largest: int) -> None:
     # tinyvpn.py, "Too big": 65,507 bytes over IPv4, 65,527 over IPv6.
