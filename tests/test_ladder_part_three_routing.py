@@ -214,13 +214,26 @@ WRONG = [
     ("names read in one case only (no .lower())", "name.strip().lower(), value.strip()",
      "name.strip(), value.strip()",
      "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
-     "case, AllowedIPs on two lines): exit status 1, on stderr: tinyvpn: hub.conf, line 1: "
-     "'[Interface]' is no setting tinyvpn knows there"),
+     "case, AllowedIPs on two lines, Endpoints by name and in brackets): exit status 1, on "
+     "stderr: tinyvpn: hub.conf, line 1: '[Interface]' is no setting tinyvpn knows there"),
     ("a comment only at the start of a line", 'line.split("#", 1)[0].partition("=")',
      '("" if line.lstrip().startswith("#") else line).partition("=")',
      "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
-     "case, AllowedIPs on two lines): exit status 1, on stderr: tinyvpn: hub.conf, line 6: "
-     "PublicKey is not a key in base64"),
+     "case, AllowedIPs on two lines, Endpoints by name and in brackets): exit status 1, on "
+     "stderr: tinyvpn: hub.conf, line 6: PublicKey is not a key in base64"),
+    ("an Endpoint split at its first ':' (an IPv6 address in brackets)",
+     '(text.rpartition(":")[0].strip("[]"),\n                                          '
+     'port_number(text.rpartition(":")[2]))',
+     '(text.partition(":")[0].strip("[]"),\n                                          '
+     'port_number(text.partition(":")[2]))',
+     "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
+     "case, AllowedIPs on two lines, Endpoints by name and in brackets): exit status 1, on "
+     "stderr: tinyvpn: hub.conf, line 15: "),
+    ("an Endpoint's brackets kept", '(text.rpartition(":")[0].strip("[]"),',
+     '(text.rpartition(":")[0],',
+     "tinyvpn -d --config hub.conf stdio refused a good hub.conf (# comments, names in any "
+     "case, AllowedIPs on two lines, Endpoints by name and in brackets): exit status 1, on "
+     "stderr: tinyvpn: cannot resolve peer '[::1]'"),
     ("a second AllowedIPs line replacing the first, not added to it",
      'sections[-1][name] + read if name == "allowedips" else read', "read",
      "spoke a's ping to the hub (198.51.100.1) got no reply; the hub's last -d line for a "
@@ -233,13 +246,13 @@ WRONG = [
      "= 198.51.100.64/33'), ended with exit status 1; on stderr: tinyvpn: hub.conf, line 8: "),
     ("a missing PublicKey named by the file's last line, not its section's header",
      "line {section['line']}:", "line {number}:",
-     "tinyvpn --config hub.conf stdio, on a hub.conf with a [Peer] with no PublicKey on line 11 "
+     "tinyvpn --config hub.conf stdio, on a hub.conf with a [Peer] with no PublicKey on line 12 "
      "('# its PublicKey forgotten'), ended with exit status 1; on stderr: tinyvpn: hub.conf, "
-     "line 13: [Peer] has no PublicKey"),
+     "line 15: [Peer] has no PublicKey"),
     ("a [Peer] with no PublicKey let through (a crash, later)",
      "if key.lower() not in section:", "if False:",
      "tinyvpn --config hub.conf stdio died reading a hub.conf with a [Peer] with no PublicKey "
-     "on line 11 ('# its PublicKey forgotten') (exit status 1); the last lines it printed on "
+     "on line 12 ('# its PublicKey forgotten') (exit status 1); the last lines it printed on "
      "stderr:"),
     ("a traceback on a setting of no section",
      "except LookupError:  # no section above it, or not a setting of this one",

@@ -18,6 +18,7 @@ symptom it saw:
 
 import signal
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -83,3 +84,11 @@ def died(who: str, process: "subprocess.Popen[bytes]", stderr: str) -> Optional[
     if process.poll() is None:
         return None
     return crash(who, process.returncode, stderr)
+
+
+def ended(process: "subprocess.Popen[bytes]", grace: float) -> bool:
+    """Whether `process` has exited, or does within `grace` seconds: a crashing tinyvpn loses
+    its TUN a moment before it is seen to end, so the symptom a check meets may come first."""
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    return process.poll() is not None

@@ -162,9 +162,9 @@ class HubLab:
     def stop_spoke(self, side: str) -> None:
         netns.stop_wireguard_go(self.spokes.pop(side), self.interface(side))
 
-    def alive(self) -> None:
-        """Failed, naming the crash, if the hub has died: what to fix first."""
-        if self.hub and self.hub.poll() is not None:
+    def alive(self, grace: float = 0) -> None:
+        """Failed, naming the crash, if the hub has died (or does within `grace` seconds)."""
+        if self.hub and harness.ended(self.hub, grace):
             raise harness.crash("the hub's tinyvpn", self.hub.returncode, self.said())
 
     def ping(self, side: str, target: str, source: str = "", count: int = 1,
@@ -192,10 +192,7 @@ def hub_lab(program: Path) -> Iterator[HubLab]:
         try:
             yield lab
         except Exception:
-            if lab.hub:  # a hub that crashed has lost its TUN a moment before it is seen ended
-                with suppress(subprocess.TimeoutExpired):
-                    lab.hub.wait(1)
-            lab.alive()  # a crash is named first, whatever the symptom was
+            lab.alive(grace=1)  # a crash is named first, whatever the symptom was
             raise
         finally:
             for side in list(lab.spokes):
@@ -223,8 +220,9 @@ def shown_dropped(lab: HubLab, pattern: str, packet: str, why: str) -> None:
 # --- Before the lab: FILE read, or refused by the line that shows it (no root) -------------
 
 # The FILE every probe starts from, good as it is: comments, names in any case, AllowedIPs on
-# two lines that add up; {private}, {a} and {c}: keys. The hub binds a random port (no
-# ListenPort) and knows no endpoint: it sends nothing, from the machine's own namespace.
+# two lines that add up, an Endpoint by host name and one in brackets; {private}, {a} and
+# {c}: keys. The hub binds a random port (no ListenPort); from the machine's own namespace it
+# sends only to loopback's port 9 (discard), where its endpoints are.
 GOOD_FILE = (
     "[Interface]",
     "# the hub: no ListenPort, so a random port",
@@ -234,24 +232,27 @@ GOOD_FILE = (
     "PublicKey = {a}  # spoke a",
     "AllowedIPs = 198.51.100.64/26",
     "allowedips = 2001:db8:2:a::/64",
+    "Endpoint = localhost:9",
     "",
     "[PEER]",
     "publicKey = {c}",
     "AllowedIPs = 198.51.100.128/26, 198.51.100.100/32",
     "PersistentKeepalive = off",
+    "endpoint = [::1]:9",
 )
 # One mistake each: (what it is, the line it replaces, that line's new text, the line to name).
 MISTAKES = (
     ("a prefix /33", 7, "AllowedIPs = 198.51.100.64/33", 7),
     ("a PrivateKey of 31 bytes", 3, "PrivateKey = {short}", 3),
     ("wg-quick's Address (no setting of wg's)", 2, "Address = 198.51.100.1/24", 2),
-    ("a [Peer] with no PublicKey", 11, "# its PublicKey forgotten", 10),
+    ("a [Peer] with no PublicKey", 12, "# its PublicKey forgotten", 11),
     ("a ListenPort out of range", 4, "ListenPort = 70000", 4),
 )
 # FILE says all that these say: with --config, they are a usage error. (PEER on loopback: a
 # tinyvpn that takes it may send there, from the machine's own namespace.)
 NOT_WITH_CONFIG = (("stdio", "127.0.0.1", "5000"), ("--keepalive", "5", "stdio"))
 FILE_TIME = 3.0  # seconds more than tinyvpn --help takes, to read FILE and exit, or start
+STARTED_FOR = 1.0  # seconds a good FILE's tinyvpn must still run after its public key
 HELP_TIME = 30.0  # the most --help may take, on a machine however busy
 
 
@@ -330,27 +331,36 @@ def knows_config(runs: Runs, helped: "subprocess.Popen[str]") -> None:
 
 
 def good_file_starts(runs: Runs, good: "subprocess.Popen[str]") -> None:
-    """Started, once it printed its public key: FILE read (its private key is in it)."""
+    """Started, once it printed its public key (FILE read: its private key is in it) and still
+    runs STARTED_FOR later (its peers set up too: their endpoints looked up)."""
     said, ended, stderr = "", False, good.stderr.fileno()  # type: ignore[union-attr]
     while "public key: " not in said and not ended and \
             select.select([stderr], [], [], max(0.0, runs.deadline - time.monotonic()))[0]:
         chunk = os.read(stderr, 65536).decode(errors="replace")
         said, ended = said + chunk, not chunk  # nothing more: it exited
     if "public key: " in said:
-        return
+        with suppress(subprocess.TimeoutExpired):
+            good.wait(STARTED_FOR)
+        if good.poll() is None:
+            return
+        ended = True
     who, which = "tinyvpn -d --config hub.conf stdio", ("a good hub.conf (# comments, names in "
-                                                         "any case, AllowedIPs on two lines)")
+                                                         "any case, AllowedIPs on two lines, "
+                                                         "Endpoints by name and in brackets)")
     if not ended:
         raise Failed(f"{who}, on {which}, printed no 'public key: ...' line in {runs.ran()}; "
                      f"{printed(said)}", "with -d, it reads FILE and prints its public key "
                      "first, as `wg show` says it", SECTION)
     said += good.communicate()[1]
+    said = "".join(line for line in said.splitlines(True) if not line.startswith("public key: "))
     if "Traceback (most recent call last):" in said:
         raise harness.crash(who, good.returncode, said, when=f"reading {which}",
                             should="it reads FILE, prints its public key, and runs")
     raise Failed(f"{who} refused {which}: {harness.status(good.returncode)}, {printed(said)}",
                  "FILE is read as wg setconf reads it: names of sections and settings in any "
-                 "case, # starts a comment, AllowedIPs may come more than once", SECTION)
+                 "case, # starts a comment, AllowedIPs may come more than once, an Endpoint "
+                 "is HOST:PORT (a host name, an address, an IPv6 address in brackets)",
+                 SECTION)
 
 
 def bad_file_named(runs: Runs, process: "subprocess.Popen[str]", which: str,
