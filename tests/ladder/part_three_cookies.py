@@ -117,7 +117,7 @@ with socket.socket(family, socket.SOCK_DGRAM) as sock:
             print(reply.hex())
             break
 """
-PROBE_WAIT = 5  # seconds: at once, on an idle machine; a busy one may queue the flood a while
+PROBE_WAIT = 8  # seconds: at once, on an idle machine; a busy one may queue the flood a while
 # The cost of one of the learner's X25519, in CPU seconds, timed in a second Python.
 TIME_X25519 = """
 import importlib.util, os, sys, time
