@@ -10,20 +10,20 @@ end of the tunnel will be 198.51.100.1), and on B with each .1 and .2 swapped:
     tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
-The /30 puts 198.51.100.0-3 on testvpn, so a ping to 198.51.100.2 goes into A's TUN. tinyvpn
-sends the packet, one IP packet in one UDP datagram, to B's real address; B's tinyvpn writes it
-into B's TUN; B's kernel answers, and the answer comes back the same way. The whole idea is one
-loop. select() sleeps until one of the descriptors it is given (the numbers the kernel gives a
-program for its open files and sockets) has something to read, then returns those that do:
+The /30 (30 bits fixed, 2 free: 4 addresses) puts 198.51.100.0-3 on testvpn, so a ping to
+198.51.100.2 goes into A's TUN. tinyvpn sends it in one UDP datagram to B's real address; B's
+tinyvpn writes it into B's TUN; B's kernel answers, and the answer comes back the same way. The
+whole idea is one loop. A descriptor is the number the kernel gives a program for an open file
+or socket; select() sleeps until one of those it is given can be read, and returns those:
 
     while True:
         ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write, no errors
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-Read from the top: main(), relay() (that loop), its two ends (Local, the TUN; Network, the
-socket) and their set-up are a ping's whole path. Refinements follow under their own headings,
-each named where the path hands work over to it; last, what -d prints.
+A ping's whole path, in the order of the file: main(); relay(), that loop; its two ends, Local
+(the TUN) and Network (the socket); how they are set up. Side topics follow under headings of
+their own, and the path points to each where it uses it, as main() does: 'see "Too big"'.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -50,12 +50,12 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# A UDP datagram carries that less its 8-byte header and, over IPv4, less the 20-byte IP header
-# too. IPv6's length field counts only what follows its 40-byte header, so 65,535 - 8 bytes fit.
-# A longer packet fits in no datagram: see "Too big".
+# A UDP datagram carries that less its 8-byte header; over IPv4, less the 20-byte IP header too,
+# as IPv4's 65,535 counts its own header and IPv6's does not. A longer packet fits in no datagram.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
+ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header's "what follows"
 
 
 # --- main, and the loop it runs -----------------------------------------------------------
@@ -74,10 +74,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         local = Local(tun, largest, log) if tun is not None else Stdio(largest, log)
         network = Network(sock, peer, log)
         relay(local, network, wakeup)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see relay()): the normal way to stop
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_signals()): the normal stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except OSError as error:  # what is left: the TUN deleted, stdout closed, ...
+    except OSError as error:  # what the ends cannot ride out: the TUN deleted, stdout closed
         if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
         fail(error.strerror or str(error))
@@ -90,10 +90,11 @@ def stop_on_signals() -> int:
     """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
     A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
     set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
-    KeyboardInterrupt that main() catches. For a signal just before select() sleeps, that is
-    after select() returns: never, on an idle tunnel. The byte makes select() return at once
-    (and is never read: waking select() is all it is for)."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: KeyboardInterrupt
+    KeyboardInterrupt that main() catches. A signal that comes after relay()'s last bytecode, just
+    before select() sleeps, leaves the handler waiting while select() sleeps, until a packet comes:
+    on an idle tunnel, never. The byte wakes select() at once (and is never read: waking select()
+    is all it is for)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
     readable, written = os.pipe()
     os.set_blocking(written, False)  # once full (never read), it drops a byte, never hangs us
     signal.set_wakeup_fd(written)
@@ -103,11 +104,11 @@ def stop_on_signals() -> int:
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
     `wakeup` needs no branch: a signal makes it readable, then its handler raises out of here."""
-    # select(to read, to write, errors) takes descriptors, or objects with fileno(): ours.
+    # select(to read, to write, errors) takes descriptors (wakeup), or objects with fileno().
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
         if local in ready:
-            network.send(local.read())  # each packet -> one datagram to the peer
+            network.send(local.read())  # the packets waiting -> a datagram each, to the peer
         if network in ready:
             for packet, sender in network.receive():  # each datagram, from anyone -> one packet
                 local.write(packet, sender)
@@ -126,10 +127,10 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN, up to BATCH (if more wait, the TUN stays readable)."""
+        """Up to BATCH packets waiting in the TUN, as memoryviews: Network.receive()'s type."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
-            try:  # a memoryview, as Network.receive() gives (views, not copies): one type
+            try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
@@ -137,7 +138,7 @@ class Local:
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
-            if self.log:  # -d prints its line now; Log.sent() counts it once it is sent
+            if self.log:  # -d prints its line now; Network counts it as sent (Log.sent())
                 self.log.read(packet)
         return packets
 
@@ -147,15 +148,15 @@ class Local:
             os.write(self.write_fd, packet)  # one write, one whole packet
             dropped = ""
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
-            dropped = refused("write", error)
+            dropped = refused("write", error)  # for -d: why (see "Setting up")
         if self.log:  # -d: the packet's line, as it arrived from `sender`, and if it was dropped
             self.log.received(packet, sender, dropped)
 
     def answer_too_big(self, packet: memoryview) -> None:
         """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        # ICMP, IP's own messages (see "Too big"), open with type, code, checksum (0: summed by
-        # icmp_error()), then the size that fits: IPv4's "fragmentation needed" (type 3 code 4,
-        # RFC 1191) as 2 bytes after 2 unused; IPv6's "packet too big" (type 2, RFC 4443 3.2) as 4.
+        # ICMP (see "Too big"): both headers; icmp_error() uses the one of the packet's version.
+        # IPv4 "fragmentation needed" (RFC 1191): type 3, code 4, checksum 0, 0 unused, the size.
+        # IPv6 "packet too big" (RFC 4443 3.2): type 2, code 0, checksum 0, the size in 4 bytes.
         answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),
                             struct.pack("!BBHI", 2, 0, 0, self.largest))
         if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
@@ -175,15 +176,14 @@ class Network:
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
         self.buffer = memoryview(bytearray(MAX_PACKET))  # what receive() reads into
-        # On Linux 5.0+, bursts go through Glue ("Going fast"): the same datagrams in fewer calls.
-        self.glue = Glue(self) if enable_batching(sock) else None
+        self.glue = Glue(self) if enable_batching(sock) else None  # Linux 5.0 on: "Going fast"
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order."""
-        if self.glue and len(packets) > 1:  # a burst: Glue sends it ("Going fast")
+        if self.glue and len(packets) > 1:  # a burst: Glue, the same datagrams in fewer calls
             self.glue.send(packets)
             return
         for packet in packets:  # a lone packet, like a ping: one sendto()
@@ -191,8 +191,8 @@ class Network:
 
     def send_one(self, packet: memoryview) -> None:
         """Send one packet as one datagram; if that fails, drop it and go on."""
-        try:  # a datagram longer than the link's MTU leaves as IP fragments; B's kernel joins them
-            self.sock.sendto(packet, self.peer)
+        try:
+            self.sock.sendto(packet, self.peer)  # over the link's MTU: as IP fragments, rejoined
         except OSError as error:  # no route yet, a firewall, ...: drop it, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
@@ -209,10 +209,10 @@ class Network:
                 # Like recv(), but into our buffer, and with the "control messages" the kernel
                 # may add beside a datagram: GRO's (see "Going fast"), in GRO_SPACE bytes.
                 length, control, flags, sender = self.sock.recvmsg_into(
-                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # raise if none is queued
-            except BlockingIOError:  # nothing more is queued (the socket itself stays blocking,
-                return  # so that sendto() waits for room instead of dropping a packet)
-            # Cut to fit: never seen, as 65,535 B hold any datagram, glued or not; dropped.
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # this call never waits
+            except BlockingIOError:  # none queued
+                return
+            # MSG_TRUNC (cut to fit): cannot happen with 65,535 B; if it did, dropped, not cut.
             if flags & socket.MSG_TRUNC:
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
@@ -234,7 +234,7 @@ def open_tun(name: str) -> int:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # an empty read raises, not waits
         # /dev/net/tun opens blank. ioctl() sends a device its own commands: TUNSETIFF ("set
-        # interface", a number computed in "Details of open_tun()") makes it interface `name`.
+        # interface", a number computed at import, in "Details of open_tun()") makes it `name`.
         # An interface we create lives as long as the descriptor; one made by ip tuntap stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
@@ -243,23 +243,26 @@ def open_tun(name: str) -> int:
 
 
 def make_ifreq(name: str) -> bytes:
-    """struct ifreq as TUNSETIFF reads it: 16 bytes of NUL-padded name, 2 of flags, 22 unused."""
+    """struct ifreq, which TUNSETIFF reads: 16 bytes of NUL-padded name, 2 of flags, 22 unused."""
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
 
 
-# The bytes of datagrams the kernel queues for us (the default, ~208 KiB, holds ~90 of 1500 B;
-# more are dropped), capped by sysctl net.core.rmem_max, then doubled for the kernel's bookkeeping.
+# How many bytes of datagrams we ask the kernel to queue for us; more are dropped. Its default,
+# ~208 KiB, holds ~90 of 1500 B. The kernel grants at most sysctl net.core.rmem_max, often that
+# same 208 KiB (raise it to gain), and doubles what it grants, for its own bookkeeping.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6. It blocks, so that
+    sendto() waits for room rather than drop a packet; receive() alone asks not to wait."""
     try:
-        sock, everywhere = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM), "::"
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     except OSError:  # this kernel has no IPv6: IPv4 only
-        sock, everywhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "0.0.0.0"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    everywhere = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     try:
         sock.bind((everywhere, port))
@@ -275,7 +278,7 @@ def open_udp_socket(port: int) -> socket.socket:
 
 def resolve_peer(peer: str, port: int, family: int) -> Address:
     """Look up `peer` once, and return the address every datagram will be sent to."""
-    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC
+    wanted = socket.AF_INET if family == socket.AF_INET else socket.AF_UNSPEC  # IPv6: any
     try:
         found = socket.getaddrinfo(peer, port, wanted, socket.SOCK_DGRAM)
     except socket.gaierror as error:
@@ -286,15 +289,25 @@ def resolve_peer(peer: str, port: int, family: int) -> Address:
     return address
 
 
+def largest_payload(peer: Address) -> int:
+    """The most bytes one UDP datagram to `peer` can carry."""
+    ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
+    return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
+
+
 def fail(message: str) -> NoReturn:
     """Stop with a one-line error on stderr and exit status 1."""
     sys.exit(f"tinyvpn: {message}")
 
 
+def refused(what: str, error: OSError) -> str:
+    """Why -d says the kernel refused a packet: 'write EIO (Input/output error)'."""
+    return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
+
+
 # --- Going fast: batching ------------------------------------------------------------------
-# A ping's path ends above; a burst of packets, on Linux 5.0 and later, goes this way instead.
-# In Python a system call costs microseconds, whatever its size; Linux can pass many datagrams
-# in one call, each way:
+# A ping's path ends above; a burst, on Linux 5.0 and later, goes this way instead. In Python a
+# system call costs microseconds, whatever its size, and Linux passes many datagrams in one:
 # - Sending (GSO, Generic Segmentation Offload): Glue passes a run of packets and their size to
 #   one sendmsg(), and the kernel cuts it into datagrams of that size (equal_size_runs()).
 # - Receiving (GRO, Generic Receive Offload): one recvmsg() may return several datagrams of
@@ -306,11 +319,11 @@ UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that give
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram longer than the path MTU (the smallest MTU on the way) leaves as IP
-# fragments, but a glued run of them the kernel refuses whole: EMSGSIZE, or EINVAL (older
-# kernels), or EIO (before Linux 6.11, where the network card computes UDP checksums: it cannot
-# for fragments). Runs that long then go one datagram each, for RETRY_GLUED seconds.
+# fragments, but the kernel refuses a glued run of such datagrams whole, with:
+# EMSGSIZE; EINVAL on older kernels; EIO before Linux 6.11, on a network card that computes
+# UDP checksums (it cannot for fragments). Then runs of that size or more go singly a while:
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
-RETRY_GLUED = 1.0  # then runs are glued again, in case the path MTU grew: a refusal is cheap
+RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
 
 def enable_batching(sock: socket.socket) -> bool:
@@ -339,7 +352,7 @@ class Glue:
     def __init__(self, network: Network) -> None:
         self.network = network
         # Runs of packets of refused_size or longer go one datagram at a time until retry_at.
-        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # nothing refused yet
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # none refused: none is so long
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -370,11 +383,11 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
-    it builds a run as one datagram first: at most UDP_PAYLOAD_IPV4 bytes, the smaller limit."""
+    it builds a run as one datagram first: UDP_PAYLOAD_IPV4 bytes at most, the smaller limit."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        joins = (bool(run) and len(run[-1]) == size  # no shorter packet has ended the run
+        joins = (bool(run) and len(run[-1]) == size  # a shorter one ends a run: 1400, 900 | 1400
                  and len(packet) <= size and len(run) < GSO_MAX_SEGMENTS
                  and total + len(packet) <= UDP_PAYLOAD_IPV4)
         if not joins:
@@ -388,36 +401,30 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so
-# a packet read from it may fit in no datagram. A router that cannot forward a packet drops it
-# and tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
+# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so a
+# packet read from it may fit in no datagram. A router that cannot forward a packet drops it and
+# tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
 # "packet too big" (RFC 4443 3.2). The sender's kernel keeps that size for the path 10 minutes
 # (sysctl net.ipv4.route.mtu_expires), and its TCP sends less. tinyvpn answers so, into the TUN,
-# from the packet's destination (tinyvpn owns no IP address), quoting the packet's start.
-ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 + 20 = 576 B (RFC 1812 4.3.2.3); + 8 + 40 = 1280 B
-ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header's "what follows"
+# from the packet's destination (it owns no IP address), quoting the packet's start up to the
+# most an answer may be: 576 B (RFC 1812 4.3.2.3), or 1280 B, IPv6's least MTU (RFC 4443 2.4). (A
+# router would fragment an IPv4 packet without DF instead; tinyvpn, simpler, answers them all.)
+ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
 
 
-def largest_payload(peer: Address) -> int:
-    """The most bytes one UDP datagram to `peer` can carry."""
-    ipv4 = len(peer) == 2 or peer[0].startswith("::ffff:")  # IPv4, maybe on an IPv6 socket
-    return UDP_PAYLOAD_IPV4 if ipv4 else UDP_PAYLOAD_IPV6
-
-
-def icmp_error(packet: memoryview, ipv4: bytes, ipv6: bytes) -> Optional[bytes]:
-    """An ICMP error about `packet`, in an IP packet to its sender; `ipv4` or `ipv6` is the
-    message's first 8 bytes (type, code, checksum 0, 4 more); None if it is not IP. An IP header
-    opens with its version in 4 bits; source and destination are bytes 12-15 and 16-19 of
-    IPv4's 20, 8-23 and 24-39 of IPv6's 40."""
+def icmp_error(packet: memoryview, icmpv4: bytes, icmpv6: bytes) -> Optional[bytes]:
+    """An ICMP error about `packet`, to its sender, in an IP packet; None if `packet` is not IP.
+    `icmpv4` or `icmpv6` is its 8-byte header. An IP header opens with its version in 4 bits;
+    source and destination are bytes 12-15 and 16-19 of IPv4's 20, 8-23 and 24-39 of IPv6's 40."""
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
         answer_from, answer_to = bytes(packet[16:20]), bytes(packet[12:16])
-        message = ipv4 + packet[:ICMP_QUOTE]
+        message = icmpv4 + packet[:ICMP_QUOTE]
         return ip_packet(4, answer_from, answer_to, with_checksum(message))
     if version == 6 and len(packet) >= 40:
         answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
-        message = ipv6 + packet[:ICMPV6_QUOTE]
-        # An ICMPv6 checksum also covers the addresses, the length and the protocol.
+        message = icmpv6 + packet[:ICMPV6_QUOTE]
+        # An ICMPv6 checksum also covers the addresses, a 32-bit length, 3 zero bytes, protocol.
         pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
         return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
     return None
@@ -460,9 +467,9 @@ class Stdio(Local):
 
     def read(self) -> list[memoryview]:
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
-        chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either family
-        if not chunk:  # stdin ended; like netcat, go on receiving. An ended stdin is always
-            # readable, so fileno() now gives select() a pipe whose write end we keep, unwritten.
+        chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either: never too big
+        if not chunk:  # stdin ended; like netcat, go on receiving. So that select() stops waking
+            # for it (an ended stdin is always readable), fileno() gives a pipe we keep unwritten.
             self.read_fd, self.never_written = os.pipe()
         elif self.log:
             self.log.read(chunk)
@@ -525,8 +532,8 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
 # --- What -d prints ------------------------------------------------------------------------
 
 class Log:
-    """-d: a line on stderr for every packet, each way, and totals at exit. Each method is named
-    for what just happened to a packet; read() and received() print its line as it comes in."""
+    """-d: a line on stderr for every packet, each way (one outgoing but dropped gets a second,
+    saying why), and totals at exit. Each method is named for what just happened to a packet."""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
@@ -583,7 +590,7 @@ class Log:
     def goodbye(self) -> None:
         """Print the summary. If stderr is a pipe that nobody reads, print() would wait forever,
         and main() ignores Ctrl-C and SIGTERM by now; so a timer (SIGALRM) gives up after 1 s."""
-        signal.signal(signal.SIGALRM, signal.default_int_handler)
+        signal.signal(signal.SIGALRM, signal.default_int_handler)  # KeyboardInterrupt, as ^C
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:
             self.print_line(self.summary())
@@ -598,11 +605,6 @@ class Log:
         return (f"tinyvpn: sent {self.sent_packets} packets ({self.sent_bytes} B), "
                 f"received {self.received_packets} packets ({self.received_bytes} B), "
                 f"dropped: {dropped or 'none'}")
-
-
-def refused(what: str, error: OSError) -> str:
-    """Why -d says the kernel refused a packet: 'write EIO (Input/output error)'."""
-    return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
 
 
 def format_address(address: Address) -> str:
@@ -625,8 +627,7 @@ TCP_FLAGS = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, 
 def describe_packet(packet: bytes) -> str:
     """One line saying what an IP packet is; never raises, whatever the bytes."""
     version = packet[0] >> 4 if packet else 0  # the first 4 bits of any IP header
-    if version == 4:
-        # IPv4: byte 0's low 4 bits = header length in 4-byte words; 6-7 = fragment; 9 = protocol
+    if version == 4:  # byte 0, low half: header length in 4-byte words; 6-7: fragment; 9: protocol
         header_length = (packet[0] & 0x0F) * 4
         if len(packet) < 20 or header_length < 20 or len(packet) < header_length:
             return "truncated IPv4 header"
@@ -635,8 +636,7 @@ def describe_packet(packet: bytes) -> str:
         if struct.unpack("!H", packet[6:8])[0] & 0x1FFF:  # a later fragment: no transport header
             return f"{addresses}  fragment"
         return f"{addresses}  {describe_transport(packet[9], packet[header_length:])}"
-    if version == 6:
-        # IPv6: a fixed 40-byte header; byte 6 = next header (the protocol); 8-39 = addresses.
+    if version == 6:  # IPv6: a fixed 40-byte header; byte 6 = next header (the protocol)
         if len(packet) < 40:
             return "truncated IPv6 header"
         addresses = f"IPv6 {socket.inet_ntop(socket.AF_INET6, packet[8:24])} -> " \

@@ -113,7 +113,7 @@ WRONG = [
      "                os.write(self.write_fd, packet)",
      "os.write(self.write_fd, packet)", "b's -d line for a keep-alive"),
     (1, "a timer that sending does not reset",
-     "network.send(local.read())  # each packet -> one datagram to the peer\n"
+     "network.send(local.read())  # the packets waiting -> a datagram each, to the peer\n"
      "            last_sent = time.monotonic()\n",
      "network.send(local.read())\n", "while it was sending a ping every 0.2 s"),
     (1, "a polling loop", "select.select([local, network, wakeup], [], [], timeout)",
