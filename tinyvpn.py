@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""tinyvpn: a tiny point-to-point VPN, written to be read.
+"""tinyvpn: a tiny point-to-point VPN for Linux, written to be read (Python 3.9 or later).
 
-A TUN interface is a network interface whose wire is a program: each IP packet the kernel sends
-out of it, the program gets whole from one os.read(), and each packet the program writes arrives
-as if from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create, the other
-host's real address, and the UDP port both use. As root on host A (real address 192.0.2.1; its
-end of the tunnel will be 198.51.100.1), and on B with each .1 and .2 swapped:
+A TUN interface is a network interface whose wire is a program: each IP packet the kernel sends out
+of it, the program gets whole from one os.read(), and each packet the program writes arrives as if
+from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
+and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
+root on host A (real address 192.0.2.1; its end of the tunnel will be 198.51.100.1; both ranges are
+for examples, RFC 5737), and on B with each .1 and .2 swapped:
 
     tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
@@ -21,9 +22,9 @@ or socket; select() sleeps until one of those it is given can be read, and retur
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-A ping's whole path, in the order of the file: main(); relay(), that loop; its two ends, Local
-(the TUN) and Network (the socket); how they are set up. Side topics follow under headings of
-their own, and the path points to each where it uses it, as main() does: 'see "Too big"'.
+A ping's whole path, in the file's order: 1. main(), which sets up both ends; 2. relay(), that
+loop; 3. Local, the TUN's end; 4. Network, the socket's end; 5. their set-up. Side topics follow,
+each under its own heading, named where the path uses it ('see "Too big"').
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -50,8 +51,8 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# A UDP datagram carries that less its 8-byte header; over IPv4, less the 20-byte IP header too,
-# as IPv4's 65,535 counts its own header and IPv6's does not. A longer packet fits in no datagram.
+# IPv4's length counts its own 20-byte header, IPv6's not its 40: so a UDP datagram carries that
+# less its 8-byte header, and over IPv4 less 20 more. A longer packet fits in no datagram.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -90,10 +91,10 @@ def stop_on_signals() -> int:
     """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
     A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
     set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
-    KeyboardInterrupt that main() catches. A signal that comes after relay()'s last bytecode, just
-    before select() sleeps, leaves the handler waiting while select() sleeps, until a packet comes:
-    on an idle tunnel, never. The byte wakes select() at once (and is never read: waking select()
-    is all it is for)."""
+    KeyboardInterrupt that main() catches. A signal that comes after Python's last check for
+    signals but before select()'s system call starts leaves the handler waiting while select()
+    sleeps, until a packet comes: on an idle tunnel, never. The byte wakes select() at once (and
+    is never read: waking select() is all it is for)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
     readable, written = os.pipe()
     os.set_blocking(written, False)  # once full (never read), it drops a byte, never hangs us
@@ -104,7 +105,7 @@ def stop_on_signals() -> int:
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
     `wakeup` needs no branch: a signal makes it readable, then its handler raises out of here."""
-    # select(to read, to write, errors) takes descriptors (wakeup), or objects with fileno().
+    # select() takes descriptors (wakeup) or objects with fileno(); it returns the ready ones.
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
         if local in ready:
@@ -127,7 +128,7 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """Up to BATCH packets waiting in the TUN, as memoryviews: Network.receive()'s type."""
+        """Up to BATCH packets from the TUN, as memoryviews like receive()'s: one type for Log."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
             try:
@@ -138,7 +139,7 @@ class Local:
                 self.answer_too_big(packet)
                 continue
             packets.append(packet)
-            if self.log:  # -d prints its line now; Network counts it as sent (Log.sent())
+            if self.log:  # -d prints its line now, and counts it once sent (Log.sent(), Network)
                 self.log.read(packet)
         return packets
 
@@ -148,7 +149,7 @@ class Local:
             os.write(self.write_fd, packet)  # one write, one whole packet
             dropped = ""
         except OSError as error:  # the kernel refused the packet (not IP, interface down)
-            dropped = refused("write", error)  # for -d: why (see "Setting up")
+            dropped = refused("write", error)  # for -d, 'write EIO (...)': see "What -d prints"
         if self.log:  # -d: the packet's line, as it arrived from `sender`, and if it was dropped
             self.log.received(packet, sender, dropped)
 
@@ -176,7 +177,7 @@ class Network:
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
         self.buffer = memoryview(bytearray(MAX_PACKET))  # what receive() reads into
-        self.glue = Glue(self) if enable_batching(sock) else None  # Linux 5.0 on: "Going fast"
+        self.glue = Glue(self) if enable_batching(sock) else None  # GRO on, too: "Going fast"
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
@@ -201,18 +202,18 @@ class Network:
             self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting, BATCH at most, each with the address it came from. A generator:
-        relay() writes each datagram before it asks for the next, so each can be a view of our
-        one buffer (which the next read overwrites), not a copy."""
+        """The datagrams waiting (BATCH at most), with their senders. A generator: relay() writes
+        each before it asks for the next, so each is a view of our one buffer, not a copy."""
         for _ in range(BATCH):
             try:
                 # Like recv(), but into our buffer, and with the "control messages" the kernel
-                # may add beside a datagram: GRO's (see "Going fast"), in GRO_SPACE bytes.
+                # may add beside a datagram: GRO's, an int (see "Going fast"), in GRO_SPACE bytes.
+                # MSG_DONTWAIT: the socket blocks (so that sendto() waits for room); this must not.
                 length, control, flags, sender = self.sock.recvmsg_into(
-                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # this call never waits
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
                 return
-            # MSG_TRUNC (cut to fit): cannot happen with 65,535 B; if it did, dropped, not cut.
+            # MSG_TRUNC (cut to fit): not with 65,535 B, as GRO glues under 64 KiB; if so, dropped.
             if flags & socket.MSG_TRUNC:
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
@@ -247,15 +248,14 @@ def make_ifreq(name: str) -> bytes:
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
 
 
-# How many bytes of datagrams we ask the kernel to queue for us; more are dropped. Its default,
-# ~208 KiB, holds ~90 of 1500 B. The kernel grants at most sysctl net.core.rmem_max, often that
-# same 208 KiB (raise it to gain), and doubles what it grants, for its own bookkeeping.
+# How many bytes of datagrams we ask the kernel to queue for us; more are dropped. The kernel
+# grants at most sysctl net.core.rmem_max, often 208 KiB (~90 datagrams of 1500 B), and doubles
+# it for its own bookkeeping: so 4 MiB usually gets 416 KiB, unless rmem_max is raised.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6. It blocks, so that
-    sendto() waits for room rather than drop a packet; receive() alone asks not to wait."""
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says.
@@ -300,11 +300,6 @@ def fail(message: str) -> NoReturn:
     sys.exit(f"tinyvpn: {message}")
 
 
-def refused(what: str, error: OSError) -> str:
-    """Why -d says the kernel refused a packet: 'write EIO (Input/output error)'."""
-    return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
-
-
 # --- Going fast: batching ------------------------------------------------------------------
 # A ping's path ends above; a burst, on Linux 5.0 and later, goes this way instead. In Python a
 # system call costs microseconds, whatever its size, and Linux passes many datagrams in one:
@@ -319,9 +314,9 @@ UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that give
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram longer than the path MTU (the smallest MTU on the way) leaves as IP
-# fragments, but the kernel refuses a glued run of such datagrams whole, with:
-# EMSGSIZE; EINVAL on older kernels; EIO before Linux 6.11, on a network card that computes
-# UDP checksums (it cannot for fragments). Then runs of that size or more go singly a while:
+# fragments, but the kernel refuses a glued run of such datagrams whole. It says EMSGSIZE, or
+# EINVAL on older kernels, or EIO before Linux 6.11 on a network card that computes UDP
+# checksums (it cannot for fragments). Then runs of that size or more go singly a while:
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
@@ -339,7 +334,7 @@ def enable_batching(sock: socket.socket) -> bool:
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
            sender: Address) -> Iterator[tuple[memoryview, Address]]:
     """Cut what GRO glued back into datagrams of one size (the last maybe shorter), one sender."""
-    # control[0] is (level, type, data): the size, a C int (udp_cmsg_recv, include/net/udp.h).
+    # control[0] is (level, type, data): the size, a C int in this machine's order (udp.h).
     size = struct.unpack("=i", control[0][2])[0]
     for start in range(0, len(glued), size):
         yield glued[start:start + size], sender
@@ -352,7 +347,7 @@ class Glue:
     def __init__(self, network: Network) -> None:
         self.network = network
         # Runs of packets of refused_size or longer go one datagram at a time until retry_at.
-        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # none refused: none is so long
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # no run held back yet
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -368,7 +363,7 @@ class Glue:
             return False
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
-            # takes the size in 2 bytes, as UDP lengths are (__u16: __udp_cmsg_send, ipv4/udp.c).
+            # takes the size as a __u16 in this machine's order (__udp_cmsg_send, net/ipv4/udp.c).
             control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
             self.network.sock.sendmsg(run, control, 0, self.network.peer)
         except OSError as error:  # refused whole
@@ -383,14 +378,13 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
-    it builds a run as one datagram first: UDP_PAYLOAD_IPV4 bytes at most, the smaller limit."""
+    it takes a run as one big datagram before it cuts: UDP_PAYLOAD_IPV4 bytes at most, for both."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        joins = (bool(run) and len(run[-1]) == size  # a shorter one ends a run: 1400, 900 | 1400
-                 and len(packet) <= size and len(run) < GSO_MAX_SEGMENTS
-                 and total + len(packet) <= UDP_PAYLOAD_IPV4)
-        if not joins:
+        tail_full = bool(run) and len(run[-1]) == size  # 1400, 900 | 1400: a shorter one ends it
+        room = len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4
+        if not (tail_full and room and len(packet) <= size):  # nor may a longer one join
             if run:
                 yield run
             run, size, total = [], len(packet), 0
@@ -405,8 +399,8 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 # packet read from it may fit in no datagram. A router that cannot forward a packet drops it and
 # tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
 # "packet too big" (RFC 4443 3.2). The sender's kernel keeps that size for the path 10 minutes
-# (sysctl net.ipv4.route.mtu_expires), and its TCP sends less. tinyvpn answers so, into the TUN,
-# from the packet's destination (it owns no IP address), quoting the packet's start up to the
+# (sysctl mtu_expires), and its TCP sends less. tinyvpn answers as such a router would, into the
+# TUN, from the packet's destination (it owns no address), quoting the packet's start up to the
 # most an answer may be: 576 B (RFC 1812 4.3.2.3), or 1280 B, IPv6's least MTU (RFC 4443 2.4). (A
 # router would fragment an IPv4 packet without DF instead; tinyvpn, simpler, answers them all.)
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
@@ -424,7 +418,7 @@ def icmp_error(packet: memoryview, icmpv4: bytes, icmpv6: bytes) -> Optional[byt
     if version == 6 and len(packet) >= 40:
         answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
         message = icmpv6 + packet[:ICMPV6_QUOTE]
-        # An ICMPv6 checksum also covers the addresses, a 32-bit length, 3 zero bytes, protocol.
+        # An ICMPv6 checksum also covers the addresses, a 32-bit length, 3 zero bytes, protocol
         pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
         return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
     return None
@@ -469,8 +463,8 @@ class Stdio(Local):
         """One read of stdin, as one packet: stdin is blocking, so one read per wake-up."""
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either: never too big
         if not chunk:  # stdin ended; like netcat, go on receiving. So that select() stops waking
-            # for it (an ended stdin is always readable), fileno() gives a pipe we keep unwritten.
-            self.read_fd, self.never_written = os.pipe()
+            # for it (an ended stdin is always readable), fileno() gives a pipe we never write.
+            self.read_fd, self.never_written = os.pipe()  # its write end kept open: never readable
         elif self.log:
             self.log.read(chunk)
         return [chunk] if chunk else []
@@ -607,6 +601,11 @@ class Log:
                 f"dropped: {dropped or 'none'}")
 
 
+def refused(what: str, error: OSError) -> str:
+    """Why -d says the kernel refused a packet: 'write EIO (Input/output error)'."""
+    return f"{what} {errno.errorcode.get(error.errno or 0, '?')} ({error.strerror})"
+
+
 def format_address(address: Address) -> str:
     """'192.0.2.1:5000' or '[2001:db8::1]:5000'; an IPv4 sender on the IPv6 socket as IPv4."""
     host = address[0].removeprefix("::ffff:")
@@ -620,7 +619,7 @@ ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request",
 ICMPV6_TYPES = {1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
                 128: "echo-request", 129: "echo-reply", 133: "router-solicitation",
                 134: "router-advertisement", 135: "neighbour-solicitation",
-                136: "neighbour-advertisement", 143: "MLDv2-report"}
+                136: "neighbour-advertisement"}  # (MLD reports, 143, come after hop-by-hop)
 TCP_FLAGS = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")]
 
 
