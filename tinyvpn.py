@@ -12,9 +12,14 @@ for examples, RFC 5737), and on B with each .1 and .2 swapped:
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
 The /30 (30 bits fixed, 2 free: 4 addresses) puts 198.51.100.0-3 on testvpn, so a ping to
-198.51.100.2 goes into A's TUN. tinyvpn sends it in one UDP datagram to B's real address; B's
-tinyvpn writes it into B's TUN; B's kernel answers, and the answer comes back the same way. The
-whole idea is one loop. A descriptor is the number the kernel gives a program for an open file
+198.51.100.2 goes into A's TUN, and tinyvpn reads it. It sends the ping, whole, as one UDP datagram
+to 192.0.2.2, which A's kernel sends by A's real link (192.0.2.2 is not on testvpn). B's tinyvpn
+writes the ping into B's TUN, and B's answer comes back the same way, through the same functions:
+
+    [IPv4 192.0.2.1 -> 192.0.2.2 | UDP 5000 -> 5000 | IPv4 198.51.100.1 -> .2 | ICMP echo request]
+     added by A's kernel, removed by B's kernel     | the packet A's TUN gave, unchanged
+
+The whole idea is one loop. A descriptor is the number the kernel gives a program for an open file
 or socket; select() sleeps until one of those it is given can be read, and returns those:
 
     while True:
@@ -22,16 +27,14 @@ or socket; select() sleeps until one of those it is given can be read, and retur
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-A ping's whole path, in the file's order: 1. main(), which sets up both ends; 2. relay(), that
-loop; 3. Local, the TUN's end; 4. Network, the socket's end; 5. their set-up. Side topics follow,
-each under its own heading, named where the path uses it ('see "Too big"').
+The path, in the file's order: 1. main(), which sets up both ends; 2. relay(), that loop; 3. Local,
+the TUN's end; 4. Network, the socket's end; 5. their set-up. Side topics follow, named where used.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
 """
 
 import argparse
-import collections
 import errno
 import fcntl
 import os
@@ -51,8 +54,8 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# IPv4's length counts its own 20-byte header, IPv6's not its 40: so a UDP datagram carries that
-# less its 8-byte header, and over IPv4 less 20 more. A longer packet fits in no datagram.
+# So a UDP datagram carries 65,535 B less its 8-byte header, and over IPv4 less 20 more: IPv4's
+# length counts its own 20-byte header, IPv6's leaves its 40 out. A longer packet fits in none.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -62,7 +65,7 @@ ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header'
 # --- main, and the loop it runs -----------------------------------------------------------
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Set up both ends, then relay until Ctrl-C or SIGTERM: exit status 0 (fail() exits 1)."""
+    """Set up both ends, relay until Ctrl-C or SIGTERM, return 0. fail() exits at once, with 1."""
     wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained just below
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
@@ -76,8 +79,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         network = Network(sock, peer, log)
         relay(local, network, wakeup)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_signals()): the normal stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the goodbye
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the goodbye
+            signal.signal(stop, signal.SIG_IGN)
     except OSError as error:  # what the ends cannot ride out: the TUN deleted, stdout closed
         if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
             fail(f"interface {args.interface} was deleted (ip link delete?), so the tunnel ends")
@@ -90,11 +93,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 def stop_on_signals() -> int:
     """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
     A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
-    set_wakeup_fd(). Later, between two bytecodes, Python runs the handler, which raises the
-    KeyboardInterrupt that main() catches. A signal that comes after Python's last check for
-    signals but before select()'s system call starts leaves the handler waiting while select()
-    sleeps, until a packet comes: on an idle tunnel, never. The byte wakes select() at once (and
-    is never read: waking select() is all it is for)."""
+    set_wakeup_fd(). Later, between two bytecodes, the handler raises the KeyboardInterrupt that
+    main() catches. A signal that comes after Python's last check but before select() starts
+    would wait for a packet to wake select(): on an idle tunnel, forever. The byte wakes it now."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
     readable, written = os.pipe()
     os.set_blocking(written, False)  # once full (never read), it drops a byte, never hangs us
@@ -128,19 +129,19 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """Up to BATCH packets from the TUN, as memoryviews like receive()'s: one type for Log."""
+        """Up to BATCH packets from the TUN, as memoryviews: receive()'s type, so Log takes one."""
         packets: list[memoryview] = []
         while len(packets) < BATCH:
             try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
+            if self.log:  # -d: its line now; it is counted once sent (Network calls Log.sent())
+                self.log.outgoing(packet)
             if len(packet) > self.largest:  # too long for any datagram, so tell its sender
                 self.answer_too_big(packet)
-                continue
-            packets.append(packet)
-            if self.log:  # -d prints its line now, and counts it once sent (Log.sent(), Network)
-                self.log.read(packet)
+            else:
+                packets.append(packet)
         return packets
 
     def write(self, packet: memoryview, sender: Address) -> None:
@@ -164,7 +165,6 @@ class Local:
             with suppress(OSError):
                 os.write(self.write_fd, answer)
         if self.log:
-            self.log.read(packet)
             self.log.not_sent(packet, f"over {self.largest} B: answered 'too big'")
 
 
@@ -177,7 +177,8 @@ class Network:
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
         self.buffer = memoryview(bytearray(MAX_PACKET))  # what receive() reads into
-        self.glue = Glue(self) if enable_batching(sock) else None  # GRO on, too: "Going fast"
+        # If the kernel can, bursts go and come in fewer system calls, both ways: "Going fast".
+        self.glue = Glue(self) if enable_batching(sock) else None
 
     def fileno(self) -> int:  # what select() watches
         return self.sock.fileno()
@@ -191,9 +192,10 @@ class Network:
             self.send_one(packet)
 
     def send_one(self, packet: memoryview) -> None:
-        """Send one packet as one datagram; if that fails, drop it and go on."""
+        """Send one packet as one datagram; if that fails, drop it and go on. (A datagram longer
+        than a link's MTU crosses it as IP fragments, which the peer's kernel puts together.)"""
         try:
-            self.sock.sendto(packet, self.peer)  # over the link's MTU: as IP fragments, rejoined
+            self.sock.sendto(packet, self.peer)
         except OSError as error:  # no route yet, a firewall, ...: drop it, keep the tunnel
             if self.log:
                 self.log.not_sent(packet, refused("send", error))
@@ -207,13 +209,14 @@ class Network:
         for _ in range(BATCH):
             try:
                 # Like recv(), but into our buffer, and with the "control messages" the kernel
-                # may add beside a datagram: GRO's, an int (see "Going fast"), in GRO_SPACE bytes.
+                # may add beside a datagram: GRO adds one (see "Going fast"), in GRO_SPACE bytes.
                 # MSG_DONTWAIT: the socket blocks (so that sendto() waits for room); this must not.
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
                 return
-            # MSG_TRUNC (cut to fit): not with 65,535 B, as GRO glues under 64 KiB; if so, dropped.
+            # MSG_TRUNC: the datagram was longer than our buffer, and was cut. It cannot be with
+            # 65,535 bytes, as GRO glues less than 64 KiB; but if it ever is, it is dropped.
             if flags & socket.MSG_TRUNC:
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
@@ -235,7 +238,7 @@ def open_tun(name: str) -> int:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)  # an empty read raises, not waits
         # /dev/net/tun opens blank. ioctl() sends a device its own commands: TUNSETIFF ("set
-        # interface", a number computed at import, in "Details of open_tun()") makes it `name`.
+        # interface", a number computed in "Details of open_tun()", below) makes it `name`.
         # An interface we create lives as long as the descriptor; one made by ip tuntap stays.
         fcntl.ioctl(fd, TUNSETIFF, make_ifreq(name))
     except OSError as error:
@@ -250,7 +253,7 @@ def make_ifreq(name: str) -> bytes:
 
 # How many bytes of datagrams we ask the kernel to queue for us; more are dropped. The kernel
 # grants at most sysctl net.core.rmem_max, often 208 KiB (~90 datagrams of 1500 B), and doubles
-# it for its own bookkeeping: so 4 MiB usually gets 416 KiB, unless rmem_max is raised.
+# it for its own bookkeeping: so 4 MiB usually gets 2 x 208 = 416 KiB, unless rmem_max is raised.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
@@ -300,8 +303,40 @@ def fail(message: str) -> NoReturn:
     sys.exit(f"tinyvpn: {message}")
 
 
+# --- Details of open_tun(): the ioctl's request code, and why a TUN cannot be created -----
+
+def ioctl_write_request(letter: str, number: int, size: int) -> int:
+    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
+    # The code is 4 fields ORed (|): a "write" direction flag, size << 16, letter << 8, number.
+    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
+    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
+    write_flag = 0x80000000 if bit_31 else 0x40000000
+    return write_flag | size << 16 | ord(letter) << 8 | number
+
+
+# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
+# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
+TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
+
+
+def tun_error(name: str, error: OSError) -> str:
+    """Why open_tun() could not make interface `name`, and what to do about it."""
+    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
+                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
+                     "user $USER")
+    return {
+        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
+                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
+        errno.EPERM: no_permission, errno.EACCES: no_permission,
+        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
+                     "choose another INTERFACE name",
+        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
+                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
+    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
+
+
 # --- Going fast: batching ------------------------------------------------------------------
-# A ping's path ends above; a burst, on Linux 5.0 and later, goes this way instead. In Python a
+# A ping takes the path above; a burst, on Linux 5.0 and later, goes this way instead. In Python a
 # system call costs microseconds, whatever its size, and Linux passes many datagrams in one:
 # - Sending (GSO, Generic Segmentation Offload): Glue passes a run of packets and their size to
 #   one sendmsg(), and the kernel cuts it into datagrams of that size (equal_size_runs()).
@@ -313,10 +348,9 @@ UDP_SEGMENT = 103  # linux/udp.h (Python has no name for it): "cut into datagram
 UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that gives N on receive
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
-# A lone datagram longer than the path MTU (the smallest MTU on the way) leaves as IP
-# fragments, but the kernel refuses a glued run of such datagrams whole. It says EMSGSIZE, or
-# EINVAL on older kernels, or EIO before Linux 6.11 on a network card that computes UDP
-# checksums (it cannot for fragments). Then runs of that size or more go singly a while:
+# A lone datagram over the path MTU (the least MTU on the way) leaves as IP fragments, but the
+# kernel refuses a glued run of them whole: EMSGSIZE, or EINVAL on older kernels, or EIO before
+# Linux 6.11 if the network card sums UDP (it cannot for fragments). Then such runs go singly:
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
@@ -326,9 +360,9 @@ def enable_batching(sock: socket.socket) -> bool:
     try:
         sock.getsockopt(socket.SOL_UDP, UDP_SEGMENT)  # ENOPROTOOPT where GSO is unknown
         sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+        return True
     except OSError:
         return False
-    return True
 
 
 def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
@@ -341,13 +375,12 @@ def unglue(glued: memoryview, control: list[tuple[int, int, bytes]],
 
 
 class Glue:
-    """How Network sends a burst: each run of same-size packets with one sendmsg() (GSO). A run
-    the kernel refuses goes again one datagram at a time, so batching alone loses no packet."""
+    """How Network sends a burst (GSO). A run the kernel refuses goes again one at a time."""
 
     def __init__(self, network: Network) -> None:
         self.network = network
         # Runs of packets of refused_size or longer go one datagram at a time until retry_at.
-        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # no run held back yet
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # longer than any: none held back
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -378,13 +411,14 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
-    it takes a run as one big datagram before it cuts: UDP_PAYLOAD_IPV4 bytes at most, for both."""
+    it takes a run as one big datagram first: UDP_PAYLOAD_IPV4 bytes at most, even over IPv6."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        tail_full = bool(run) and len(run[-1]) == size  # 1400, 900 | 1400: a shorter one ends it
-        room = len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4
-        if not (tail_full and room and len(packet) <= size):  # nor may a longer one join
+        joins = (bool(run) and len(run[-1]) == size  # no shorter packet has ended the run,
+                 and len(packet) <= size  # this one is no longer than the first,
+                 and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4)
+        if not joins:  # this packet starts the next run
             if run:
                 yield run
             run, size, total = [], len(packet), 0
@@ -395,14 +429,14 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A datagram carries UDP_PAYLOAD_IPV4 or _IPV6 bytes at most, but a TUN's MTU may be 65,535, so a
-# packet read from it may fit in no datagram. A router that cannot forward a packet drops it and
-# tells the sender in ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's
-# "packet too big" (RFC 4443 3.2). The sender's kernel keeps that size for the path 10 minutes
-# (sysctl mtu_expires), and its TCP sends less. tinyvpn answers as such a router would, into the
-# TUN, from the packet's destination (it owns no address), quoting the packet's start up to the
-# most an answer may be: 576 B (RFC 1812 4.3.2.3), or 1280 B, IPv6's least MTU (RFC 4443 2.4). (A
-# router would fragment an IPv4 packet without DF instead; tinyvpn, simpler, answers them all.)
+# A TUN's MTU may be 65,535, so a packet read from it may fit in no datagram (UDP_PAYLOAD_IPV4,
+# _IPV6). A router that cannot forward a packet drops it and tells the sender in ICMP what size
+# fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's "packet too big" (RFC 4443 3.2). The
+# sender's kernel keeps that size for the path 10 minutes (sysctl mtu_expires), and its TCP sends
+# less. tinyvpn answers as such a router would, into the TUN, from the packet's destination (it
+# owns no address), quoting the packet's start up to the most an answer may be: 576 B (RFC 1812
+# 4.3.2.3), or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet
+# without DF ("don't fragment"); tinyvpn, simpler, answers them all.
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
 
 
@@ -418,7 +452,8 @@ def icmp_error(packet: memoryview, icmpv4: bytes, icmpv6: bytes) -> Optional[byt
     if version == 6 and len(packet) >= 40:
         answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
         message = icmpv6 + packet[:ICMPV6_QUOTE]
-        # An ICMPv6 checksum also covers the addresses, a 32-bit length, 3 zero bytes, protocol
+        # ICMPv6's checksum, unlike ICMPv4's, also covers a "pseudo-header" (RFC 8200 8.1): both
+        # addresses, the length in 32 bits, then 3 zero bytes and the protocol number.
         pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
         return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
     return None
@@ -464,9 +499,9 @@ class Stdio(Local):
         chunk = memoryview(os.read(self.read_fd, UDP_PAYLOAD_IPV4))  # fits either: never too big
         if not chunk:  # stdin ended; like netcat, go on receiving. So that select() stops waking
             # for it (an ended stdin is always readable), fileno() gives a pipe we never write.
-            self.read_fd, self.never_written = os.pipe()  # its write end kept open: never readable
+            self.read_fd, self.never_written = os.pipe()  # kept open, or the pipe would end too
         elif self.log:
-            self.log.read(chunk)
+            self.log.outgoing(chunk)
         return [chunk] if chunk else []
 
     def write(self, packet: memoryview, sender: Address) -> None:
@@ -526,20 +561,20 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
 # --- What -d prints ------------------------------------------------------------------------
 
 class Log:
-    """-d: a line on stderr for every packet, each way (one outgoing but dropped gets a second,
-    saying why), and totals at exit. Each method is named for what just happened to a packet."""
+    """-d: a line on stderr for every packet, each way (an outgoing one dropped gets a second,
+    saying why), and totals at exit. Host A, for the ping in the docstring at the top, prints:
+    tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1"""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
         self.decode = not stdio  # TUN packets are IP, and decoded; what stdin gives is not
-        self.outgoing = "stdin->net" if stdio else "tun->net"
-        self.incoming = "net->stdout" if stdio else "net->tun"
+        self.out, self.into = ("stdin->net", "net->stdout") if stdio else ("tun->net", "net->tun")
         self.sent_packets = self.sent_bytes = self.received_packets = self.received_bytes = 0
-        self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
+        self.dropped: dict[str, int] = {}  # reason -> count
 
-    def read(self, packet: memoryview) -> None:
+    def outgoing(self, packet: memoryview) -> None:
         """A packet read from the local end, on its way to the peer."""
-        self.show(self.outgoing, packet, "", "")
+        self.show(self.out, packet, "", "")
 
     def sent(self, *packets: memoryview) -> None:
         """Packets the kernel took, to the peer: counted in the summary."""
@@ -548,19 +583,18 @@ class Log:
 
     def not_sent(self, packet: memoryview, dropped: str) -> None:
         """A packet the network end could not send after all: why it was dropped."""
-        self.dropped[dropped] += 1
-        self.show(self.outgoing, packet, "", dropped)
+        self.dropped[dropped] = self.dropped.get(dropped, 0) + 1
+        self.show(self.out, packet, "", dropped)
 
     def received(self, packet: memoryview, sender: Address, dropped: str = "") -> None:
         """A datagram from `sender`: written to the local end, or dropped for the reason given."""
         self.received_packets += 1
         self.received_bytes += len(packet)
         if dropped:
-            self.dropped[dropped] += 1
-        self.show(self.incoming, packet, f"   (from {format_address(sender)})", dropped)
+            self.dropped[dropped] = self.dropped.get(dropped, 0) + 1
+        self.show(self.into, packet, f"   (from {format_address(sender)})", dropped)
 
     def show(self, direction: str, packet: memoryview, origin: str, dropped: str) -> None:
-        """Print one packet's line."""
         what = "  " + describe_packet(bytes(packet)) if self.decode else ""
         why = f"   DROPPED: {dropped}" if dropped else ""
         self.print_line(f"{direction}  {len(packet):5} B{what}{origin}{why}")
@@ -612,14 +646,13 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
-PROTOCOLS = {0: "IPv6-hop-by-hop", ICMP: "ICMP", 2: "IGMP", TCP: "TCP", UDP: "UDP",
-             ICMPV6: "ICMPv6"}
+PROTOCOLS = {0: "hop-by-hop", ICMP: "ICMP", 2: "IGMP", TCP: "TCP", UDP: "UDP", ICMPV6: "ICMPv6"}
 ICMP_TYPES = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request",
               11: "time-exceeded"}
 ICMPV6_TYPES = {1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
                 128: "echo-request", 129: "echo-reply", 133: "router-solicitation",
                 134: "router-advertisement", 135: "neighbour-solicitation",
-                136: "neighbour-advertisement"}  # (MLD reports, 143, come after hop-by-hop)
+                136: "neighbour-advertisement"}
 TCP_FLAGS = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")]
 
 
@@ -649,9 +682,9 @@ def describe_transport(protocol: int, segment: bytes) -> str:
     name = PROTOCOLS.get(protocol, f"protocol {protocol}")
     if protocol in (ICMP, ICMPV6) and len(segment) >= 8:
         # ICMP: byte 0 = type; in echoes, bytes 4-5 = identifier, 6-7 = sequence number.
-        types = ICMP_TYPES if protocol == ICMP else ICMPV6_TYPES
+        types, echoes = (ICMP_TYPES, (0, 8)) if protocol == ICMP else (ICMPV6_TYPES, (128, 129))
         kind = types.get(segment[0], f"type {segment[0]}")
-        if kind.startswith("echo"):
+        if segment[0] in echoes:  # a reply or request
             identifier, sequence = struct.unpack("!HH", segment[4:8])
             return f"{name} {kind} id={identifier} seq={sequence}"
         return f"{name} {kind}"
@@ -663,38 +696,6 @@ def describe_transport(protocol: int, segment: bytes) -> str:
         source_port, destination_port = struct.unpack("!HH", segment[:4])
         return f"UDP {source_port} -> {destination_port}"
     return f"{name}, truncated header" if protocol in (ICMP, TCP, UDP, ICMPV6) else name
-
-
-# --- Details of open_tun(): the ioctl's request code, and why a TUN cannot be created -----
-
-def ioctl_write_request(letter: str, number: int, size: int) -> int:
-    """Linux's _IOW(letter, number, size): a request code that passes `size` bytes in."""
-    # The code packs: a "write" direction flag | argument size << 16 | letter << 8 | number.
-    # Most CPUs put "write" at bit 30; MIPS, PowerPC, SPARC, Alpha and PA-RISC at bit 31.
-    bit_31 = platform.machine().startswith(("mips", "ppc", "powerpc", "sparc", "alpha", "parisc"))
-    write_flag = 0x80000000 if bit_31 else 0x40000000
-    return write_flag | size << 16 | ord(letter) << 8 | number
-
-
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
-TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
-
-
-def tun_error(name: str, error: OSError) -> str:
-    """Why open_tun() could not make interface `name`, and what to do about it."""
-    no_permission = ("not allowed to create a TUN interface: run as root (or with CAP_NET_ADMIN), "
-                     f"or first create one owned by your user: ip tuntap add dev {name} mode tun "
-                     "user $USER")
-    return {
-        errno.ENOENT: "/dev/net/tun is missing: run 'modprobe tun'; in a container, pass the "
-                      "device (docker run --device /dev/net/tun --cap-add NET_ADMIN ...)",
-        errno.EPERM: no_permission, errno.EACCES: no_permission,
-        errno.EBUSY: f"interface {name} is busy: another program has it open; stop it, or "
-                     "choose another INTERFACE name",
-        errno.EINVAL: f"cannot create TUN interface {name}: an interface of another type (veth, "
-                      "TAP, ...) has that name; choose another INTERFACE name",  # not a TUN
-    }.get(error.errno or 0, f"cannot create TUN interface {name}: {error.strerror}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ also shows where an IP, ICMP, TCP or UDP header keeps the fields tinyvpn prints.
 import socket
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyvpn import PROTOCOLS, describe_packet
+from tinyvpn import PROTOCOLS, Log, describe_packet
 
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
 
@@ -46,6 +47,20 @@ def tcp(source_port: int, destination_port: int, flags: int) -> bytes:
 def test_ipv4_echo_request() -> None:
     assert describe_packet(ipv4(ICMP, icmp_echo(8, 7, 1))) == \
         "IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1"
+
+
+def test_the_line_for_a_ping_is_the_one_logs_docstring_shows(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Log's docstring teaches the line -d prints for the ping of tinyvpn.py's docstring."""
+    Log(stdio=False).outgoing(memoryview(ipv4(ICMP, icmp_echo(8, 7, 1))))  # 84 B, like ping's
+    taught = (Log.__doc__ or "").splitlines()[-1].strip()
+    assert capsys.readouterr().err == taught + "\n"
+
+
+def test_an_echo_type_of_the_other_icmp_shows_no_id() -> None:
+    """Echo is types 8 and 0 in ICMP, 128 and 129 in ICMPv6: the other's numbers are not echoes."""
+    assert describe_packet(ipv4(ICMP, icmp_echo(128, 7, 1))).endswith("ICMP type 128")
+    assert describe_packet(ipv6(ICMPV6, icmp_echo(8, 7, 1))).endswith("ICMPv6 type 8")
 
 
 def test_ipv6_echo_reply() -> None:
