@@ -11,7 +11,7 @@ for examples, RFC 5737), and on B with each .1 and .2 swapped:
     tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
-The /30 (30 bits fixed, 2 free: 4 addresses) puts 198.51.100.0-3 on testvpn, so a ping to
+The /30 (30 bits fixed, 2 free: 4 addresses) routes 198.51.100.0-3 into testvpn, so a ping to
 198.51.100.2 goes into A's TUN, and tinyvpn reads it. It sends the ping, whole, as one UDP datagram
 to 192.0.2.2, which A's kernel sends by A's real link (192.0.2.2 is not on testvpn). B's tinyvpn
 writes the ping into B's TUN, and B's answer comes back the same way, through the same functions:
@@ -54,8 +54,8 @@ __version__ = "1.1.0"
 # An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
 # the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# So a UDP datagram carries 65,535 B less its 8-byte header, and over IPv4 less 20 more: IPv4's
-# length counts its own 20-byte header, IPv6's leaves its 40 out. A longer packet fits in none.
+# So a UDP datagram carries at most: over IPv4, whose length counts its 20-byte header, 65,535
+# - 20 - 8 (UDP's header); over IPv6, whose length leaves its 40-byte header out, 65,535 - 8.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -79,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         network = Network(sock, peer, log)
         relay(local, network, wakeup)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_signals()): the normal stop
-        for stop in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the goodbye
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second must not cut Log.goodbye()
             signal.signal(stop, signal.SIG_IGN)
     except OSError as error:  # what the ends cannot ride out: the TUN deleted, stdout closed
         if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
@@ -210,7 +210,7 @@ class Network:
             try:
                 # Like recv(), but into our buffer, and with the "control messages" the kernel
                 # may add beside a datagram: GRO adds one (see "Going fast"), in GRO_SPACE bytes.
-                # MSG_DONTWAIT: the socket blocks (so that sendto() waits for room); this must not.
+                # MSG_DONTWAIT: this call never waits, though the socket does (so sendto() can).
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
@@ -349,8 +349,8 @@ UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that give
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram over the path MTU (the least MTU on the way) leaves as IP fragments, but the
-# kernel refuses a glued run of them whole: EMSGSIZE, or EINVAL on older kernels, or EIO before
-# Linux 6.11 if the network card sums UDP (it cannot for fragments). Then such runs go singly:
+# kernel refuses a glued run of them whole: EMSGSIZE; EINVAL on older kernels; EIO before 6.11 on
+# a network card that computes UDP checksums (not for fragments). Then such runs go singly:
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
@@ -411,7 +411,7 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
-    it takes a run as one big datagram first: UDP_PAYLOAD_IPV4 bytes at most, even over IPv6."""
+    it takes a run as one big datagram first: UDP_PAYLOAD_IPV4 at most, the smaller, for both."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
@@ -429,14 +429,14 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A TUN's MTU may be 65,535, so a packet read from it may fit in no datagram (UDP_PAYLOAD_IPV4,
-# _IPV6). A router that cannot forward a packet drops it and tells the sender in ICMP what size
-# fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's "packet too big" (RFC 4443 3.2). The
-# sender's kernel keeps that size for the path 10 minutes (sysctl mtu_expires), and its TCP sends
-# less. tinyvpn answers as such a router would, into the TUN, from the packet's destination (it
-# owns no address), quoting the packet's start up to the most an answer may be: 576 B (RFC 1812
-# 4.3.2.3), or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet
-# without DF ("don't fragment"); tinyvpn, simpler, answers them all.
+# A TUN's MTU is 1500 unless raised; at 65,535 a packet read from it may fit in no datagram
+# (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot forward a packet drops it and tells the sender in
+# ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's "packet too big" (RFC 4443
+# 3.2). The sender's kernel keeps that size for the path 10 minutes (sysctl mtu_expires), and its
+# TCP sends less. tinyvpn answers as such a router would, into the TUN, from the packet's
+# destination (it owns no address), quoting the packet's start up to the most an answer may be:
+# 576 B (RFC 1812 4.3.2.3), or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an
+# IPv4 packet without DF ("don't fragment"); tinyvpn, simpler, answers them all.
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
 
 
@@ -562,7 +562,7 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
 
 class Log:
     """-d: a line on stderr for every packet, each way (an outgoing one dropped gets a second,
-    saying why), and totals at exit. Host A, for the ping in the docstring at the top, prints:
+    saying why), and totals at exit. For the ping at the top (84 B: 20 IP, 8 ICMP, 56 data), A:
     tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1"""
 
     def __init__(self, stdio: bool) -> None:
