@@ -131,7 +131,7 @@ class Local:
     def read(self) -> list[memoryview]:
         """Up to BATCH packets from the TUN, as memoryviews: receive()'s type, so Log takes one."""
         packets: list[memoryview] = []
-        while len(packets) < BATCH:
+        for _ in range(BATCH):  # reads, not packets kept: a packet too big counts as one
             try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)

@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,22 @@ def test_a_datagram_longer_than_the_buffer_is_dropped_never_cut(
         got = [bytes(packet) for packet, _ in network.receive()]
     assert got == [b"y" * 1000]  # the one that fits, whole
     assert log.reasons == ["truncated (MSG_TRUNC)"]
+
+
+def test_one_wake_up_reads_batch_packets_at_most_even_when_each_is_too_big() -> None:
+    # A datagram socket pair stands in for the TUN: each read returns one packet. If a packet
+    # answered 'too big' were not counted, a flood of them would keep one wake-up reading.
+    tun, flood = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with tun, flood:
+        tun.setblocking(False)
+        for _ in range(tinyvpn.BATCH + 10):
+            flood.send(b"\0" * 101)  # not IP (version 0), so no answer is written back
+        assert tinyvpn.Local(tun.fileno(), 100, None).read() == []  # over 100 B: all dropped
+        left = 0
+        with suppress(BlockingIOError):
+            while tun.recv(1000):
+                left += 1
+    assert left == 10  # left for the next wake-up
 
 
 @pytest.mark.parametrize("sizes, runs", [
