@@ -6,7 +6,7 @@ of it, the program gets whole from one os.read(), and each packet the program wr
 from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
 and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
 root on host A (real address 192.0.2.1; its end of the tunnel will be 198.51.100.1; both ranges are
-for examples, RFC 5737), and on B with each .1 and .2 swapped:
+for examples, RFC 5737), and on B with .1 and .2 swapped in both:
 
     tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
@@ -27,8 +27,9 @@ or socket; select() sleeps until one of those it is given can be read, and retur
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
-The path, in the file's order: 1. main(), which sets up both ends; 2. relay(), that loop; 3. Local,
-the TUN's end; 4. Network, the socket's end; 5. their set-up. Side topics follow, named where used.
+One ping, in the file's order: main() sets up both ends and runs relay(), the loop. On A,
+Local.read() reads the ping from the TUN and Network.send() sends it (send_one(): one sendto()); on
+B, Network.receive() gets it and Local.write() writes it to B's TUN. Side topics follow the set-up.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -62,11 +63,11 @@ Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flo
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header's "what follows"
 
 
-# --- main, and the loop it runs -----------------------------------------------------------
+# --- main, the loop it runs, and how the loop stops ----------------------------------------
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, relay until Ctrl-C or SIGTERM, return 0. fail() exits at once, with 1."""
-    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained just below
+    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained after relay()
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
@@ -79,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         network = Network(sock, peer, log)
         relay(local, network, wakeup)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_signals()): the normal stop
-        for stop in (signal.SIGINT, signal.SIGTERM):  # a second must not cut Log.goodbye()
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second must not interrupt goodbye()
             signal.signal(stop, signal.SIG_IGN)
     except OSError as error:  # what the ends cannot ride out: the TUN deleted, stdout closed
         if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
@@ -88,19 +89,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     if log:
         log.goodbye()  # -d's totals
     return 0
-
-
-def stop_on_signals() -> int:
-    """Make Ctrl-C (SIGINT) and SIGTERM stop relay(), even an idle one; return `wakeup`, a pipe.
-    A signal acts in two steps. At once, Python's C code writes a byte into the pipe given to
-    set_wakeup_fd(). Later, between two bytecodes, the handler raises the KeyboardInterrupt that
-    main() catches. A signal that comes after Python's last check but before select() starts
-    would wait for a packet to wake select(): on an idle tunnel, forever. The byte wakes it now."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
-    readable, written = os.pipe()
-    os.set_blocking(written, False)  # once full (never read), it drops a byte, never hangs us
-    signal.set_wakeup_fd(written)
-    return readable
 
 
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
@@ -116,6 +104,19 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
                 local.write(packet, sender)
 
 
+def stop_on_signals() -> int:
+    """Make Ctrl-C (SIGINT) and SIGTERM end relay(), even an idle one; return `wakeup`, a pipe.
+    Python runs a handler late: the signal sets a flag and writes a byte to the set_wakeup_fd()
+    pipe; between two bytecodes Python sees the flag, and the handler raises KeyboardInterrupt.
+    A signal during select() cuts it short, but one just after Python's last look and just before
+    select() starts would wait for a packet: forever, on an idle tunnel. The byte wakes it now."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
+    readable, written = os.pipe()
+    os.set_blocking(written, False)  # the pipe is never read: once full, a byte is dropped, not
+    signal.set_wakeup_fd(written)    # waited for (the first byte has already woken select())
+    return readable
+
+
 # --- The local end: the TUN interface ------------------------------------------------------
 
 class Local:
@@ -129,14 +130,14 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """Up to BATCH packets from the TUN, as memoryviews: receive()'s type, so Log takes one."""
+        """Up to BATCH packets read from the TUN, each a memoryview, as all packets here are."""
         packets: list[memoryview] = []
-        for _ in range(BATCH):  # reads, not packets kept: a packet too big counts as one
+        for _ in range(BATCH):  # at most BATCH reads, even if some packets are too big
             try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
-            if self.log:  # -d: its line now; it is counted once sent (Network calls Log.sent())
+            if self.log:  # -d prints it now, and counts it once Network has sent it
                 self.log.outgoing(packet)
             if len(packet) > self.largest:  # too long for any datagram, so tell its sender
                 self.answer_too_big(packet)
@@ -210,13 +211,13 @@ class Network:
             try:
                 # Like recv(), but into our buffer, and with the "control messages" the kernel
                 # may add beside a datagram: GRO adds one (see "Going fast"), in GRO_SPACE bytes.
-                # MSG_DONTWAIT: this call never waits, though the socket does (so sendto() can).
+                # MSG_DONTWAIT: if none is queued, return at once (sendto() still waits for room).
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
                 return
-            # MSG_TRUNC: the datagram was longer than our buffer, and was cut. It cannot be with
-            # 65,535 bytes, as GRO glues less than 64 KiB; but if it ever is, it is dropped.
+            # MSG_TRUNC: the datagram was longer than our buffer, and was cut. Our 65,535 bytes
+            # hold any datagram, and GRO glues under 64 KiB; if one is ever cut, it is dropped.
             if flags & socket.MSG_TRUNC:
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
@@ -247,13 +248,12 @@ def open_tun(name: str) -> int:
 
 
 def make_ifreq(name: str) -> bytes:
-    """struct ifreq, which TUNSETIFF reads: 16 bytes of NUL-padded name, 2 of flags, 22 unused."""
-    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+    """struct ifreq (40 bytes) for TUNSETIFF: 16 of NUL-padded name, 2 of flags, 22 unused."""
+    return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)  # no "!": native order
 
 
 # How many bytes of datagrams we ask the kernel to queue for us; more are dropped. The kernel
-# grants at most sysctl net.core.rmem_max, often 208 KiB (~90 datagrams of 1500 B), and doubles
-# it for its own bookkeeping: so 4 MiB usually gets 2 x 208 = 416 KiB, unless rmem_max is raised.
+# grants at most sysctl net.core.rmem_max (often 208 KiB), then doubles it for its bookkeeping.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
@@ -315,7 +315,7 @@ def ioctl_write_request(letter: str, number: int, size: int) -> int:
 
 
 # linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (for this request the kernel ignores the size in the code, and reads a struct ifreq).
+# (the header says int, so the code holds 4; the kernel reads a struct ifreq all the same).
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 
@@ -349,8 +349,8 @@ UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that give
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram over the path MTU (the least MTU on the way) leaves as IP fragments, but the
-# kernel refuses a glued run of them whole: EMSGSIZE; EINVAL on older kernels; EIO before 6.11 on
-# a network card that computes UDP checksums (not for fragments). Then such runs go singly:
+# kernel refuses a glued run of them whole: EMSGSIZE; EINVAL on older kernels; EIO before 6.11
+# if the network card computes UDP checksums, as it cannot for fragments. Then runs go singly:
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
@@ -410,8 +410,8 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
-    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs); and
-    it takes a run as one big datagram first: UDP_PAYLOAD_IPV4 at most, the smaller, for both."""
+    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). It
+    takes a run as one datagram first: UDP_PAYLOAD_IPV4 at most, below IPv6's, so safe on both."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
