@@ -6,15 +6,15 @@ of it, the program gets whole from one os.read(), and each packet the program wr
 from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
 and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
 root on host A (real address 192.0.2.1; its end of the tunnel will be 198.51.100.1; both ranges are
-for examples, RFC 5737), and on B with .1 and .2 swapped in both:
+for examples, RFC 5737), and on B the same, with the addresses the comments give for B:
 
-    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
-    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
+    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # on B: 192.0.2.1 (sleep: time to create testvpn)
+    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # on B: 198.51.100.2
 
-The /30 (30 bits fixed, 2 free: 4 addresses) routes 198.51.100.0-3 into testvpn, so a ping to
-198.51.100.2 goes into A's TUN, and tinyvpn reads it. It sends the ping, whole, as one UDP datagram
-to 192.0.2.2, which A's kernel sends by A's real link (192.0.2.2 is not on testvpn). B's tinyvpn
-writes the ping into B's TUN, and B's answer comes back the same way, through the same functions:
+The address brings a route: 198.51.100.0-3 (/30: 30 bits fixed, 2 bits free) go into testvpn. So a
+ping to 198.51.100.2 goes into A's TUN; tinyvpn reads it and sends it, whole, in one UDP datagram
+to 192.0.2.2, which leaves by A's real link (not in the /30, so it never loops into the TUN). B's
+tinyvpn writes it into B's TUN; B's kernel answers it, and the answer comes back the same way:
 
     [IPv4 192.0.2.1 -> 192.0.2.2 | UDP 5000 -> 5000 | IPv4 198.51.100.1 -> .2 | ICMP echo request]
      added by A's kernel, removed by B's kernel     | the packet A's TUN gave, unchanged
@@ -28,8 +28,16 @@ or socket; select() sleeps until one of those it is given can be read, and retur
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
 One ping, in the file's order: main() sets up both ends and runs relay(), the loop. On A,
-Local.read() reads the ping from the TUN and Network.send() sends it (send_one(): one sendto()); on
-B, Network.receive() gets it and Local.write() writes it to B's TUN. Side topics follow the set-up.
+Local.read() reads the ping from the TUN, and Network.send() sends it (send_one(): one sendto()).
+On B, Network.receive() gets it, and Local.write() writes it to B's TUN. With -d, A prints the
+first line below (84 B: 20 IP header, 8 ICMP, 56 data), and B the second (one line, wrapped here
+to fit); the reply (an echo-reply, .2 to .1) makes the same two lines the other way, B's then A's:
+
+    tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1
+    net->tun     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1
+        ... (from 192.0.2.1:5000)
+
+After the set-up come topics a ping never meets: Going fast (bursts), Too big, stdio mode, and -d.
 
 There is NO encryption and NO authentication: anyone who can reach the port can read the
 traffic and inject packets. It is teaching material; use WireGuard for anything real.
@@ -63,11 +71,11 @@ Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flo
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header's "what follows"
 
 
-# --- main, the loop it runs, and how the loop stops ----------------------------------------
+# --- main, and the loop it runs -----------------------------------------------------------
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, relay until Ctrl-C or SIGTERM, return 0. fail() exits at once, with 1."""
-    wakeup = stop_on_signals()  # a pipe that Ctrl-C makes readable: explained after relay()
+    wakeup = stop_on_signals()  # a pipe that wakes select() on Ctrl-C: see "Setting up"
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
@@ -80,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         network = Network(sock, peer, log)
         relay(local, network, wakeup)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see stop_on_signals()): the normal stop
-        for stop in (signal.SIGINT, signal.SIGTERM):  # a second must not interrupt goodbye()
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut -d's summary
             signal.signal(stop, signal.SIG_IGN)
     except OSError as error:  # what the ends cannot ride out: the TUN deleted, stdout closed
         if error.errno == errno.EBADFD and not stdio:  # "bad state": a read of a deleted TUN
@@ -104,19 +112,6 @@ def relay(local: "Local", network: "Network", wakeup: int) -> None:
                 local.write(packet, sender)
 
 
-def stop_on_signals() -> int:
-    """Make Ctrl-C (SIGINT) and SIGTERM end relay(), even an idle one; return `wakeup`, a pipe.
-    Python runs a handler late: the signal sets a flag and writes a byte to the set_wakeup_fd()
-    pipe; between two bytecodes Python sees the flag, and the handler raises KeyboardInterrupt.
-    A signal during select() cuts it short, but one just after Python's last look and just before
-    select() starts would wait for a packet: forever, on an idle tunnel. The byte wakes it now."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
-    readable, written = os.pipe()
-    os.set_blocking(written, False)  # the pipe is never read: once full, a byte is dropped, not
-    signal.set_wakeup_fd(written)    # waited for (the first byte has already woken select())
-    return readable
-
-
 # --- The local end: the TUN interface ------------------------------------------------------
 
 class Local:
@@ -130,17 +125,17 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """Up to BATCH packets read from the TUN, each a memoryview, as all packets here are."""
+        """The packets waiting in the TUN (BATCH at most), as memoryviews, like receive()'s."""
         packets: list[memoryview] = []
-        for _ in range(BATCH):  # at most BATCH reads, even if some packets are too big
+        for _ in range(BATCH):  # BATCH reads at most, counting packets dropped as too big
             try:
                 packet = memoryview(os.read(self.read_fd, MAX_PACKET))  # one read, one packet
             except BlockingIOError:  # the TUN is empty (open_tun() made reads not wait)
                 break  # (a deleted TUN raises EBADFD instead, and main() says so)
-            if self.log:  # -d prints it now, and counts it once Network has sent it
+            if self.log:  # -d prints its line now; Network counts it when it is sent
                 self.log.outgoing(packet)
-            if len(packet) > self.largest:  # too long for any datagram, so tell its sender
-                self.answer_too_big(packet)
+            if len(packet) > self.largest:  # too long for any datagram: see "Too big"
+                answer_too_big(self, packet)
             else:
                 packets.append(packet)
         return packets
@@ -155,19 +150,6 @@ class Local:
         if self.log:  # -d: the packet's line, as it arrived from `sender`, and if it was dropped
             self.log.received(packet, sender, dropped)
 
-    def answer_too_big(self, packet: memoryview) -> None:
-        """Drop `packet`, too big for one datagram, and tell its sender what size fits."""
-        # ICMP (see "Too big"): both headers; icmp_error() uses the one of the packet's version.
-        # IPv4 "fragmentation needed" (RFC 1191): type 3, code 4, checksum 0, 0 unused, the size.
-        # IPv6 "packet too big" (RFC 4443 3.2): type 2, code 0, checksum 0, the size in 4 bytes.
-        answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, self.largest),
-                            struct.pack("!BBHI", 2, 0, 0, self.largest))
-        if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
-            with suppress(OSError):
-                os.write(self.write_fd, answer)
-        if self.log:
-            self.log.not_sent(packet, f"over {self.largest} B: answered 'too big'")
-
 
 # --- The network end: one UDP socket, and the peer's address -------------------------------
 
@@ -177,8 +159,8 @@ class Network:
 
     def __init__(self, sock: socket.socket, peer: Address, log: Optional["Log"]) -> None:
         self.sock, self.peer, self.log = sock, peer, log
-        self.buffer = memoryview(bytearray(MAX_PACKET))  # what receive() reads into
-        # If the kernel can, bursts go and come in fewer system calls, both ways: "Going fast".
+        self.buffer = memoryview(bytearray(MAX_PACKET))  # receive() reads into it
+        # If the kernel can, bursts take fewer system calls: Glue's sends (GSO), receive()'s (GRO).
         self.glue = Glue(self) if enable_batching(sock) else None
 
     def fileno(self) -> int:  # what select() watches
@@ -194,7 +176,7 @@ class Network:
 
     def send_one(self, packet: memoryview) -> None:
         """Send one packet as one datagram; if that fails, drop it and go on. (A datagram longer
-        than a link's MTU crosses it as IP fragments, which the peer's kernel puts together.)"""
+        than a link's MTU crosses it in pieces, IP fragments, that the peer's kernel joins.)"""
         try:
             self.sock.sendto(packet, self.peer)
         except OSError as error:  # no route yet, a firewall, ...: drop it, keep the tunnel
@@ -205,20 +187,15 @@ class Network:
             self.log.sent(packet)
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
-        """The datagrams waiting (BATCH at most), with their senders. A generator: relay() writes
-        each before it asks for the next, so each is a view of our one buffer, not a copy."""
+        """The datagrams waiting (BATCH at most), with senders. Each is a view of our one buffer,
+        which the next overwrites; a generator makes relay() write each before the next comes."""
         for _ in range(BATCH):
-            try:
-                # Like recv(), but into our buffer, and with the "control messages" the kernel
-                # may add beside a datagram: GRO adds one (see "Going fast"), in GRO_SPACE bytes.
-                # MSG_DONTWAIT: if none is queued, return at once (sendto() still waits for room).
+            try:  # recv() into our buffer, with room for GRO's note, a "control message"; no wait
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
                 return
-            # MSG_TRUNC: the datagram was longer than our buffer, and was cut. Our 65,535 bytes
-            # hold any datagram, and GRO glues under 64 KiB; if one is ever cut, it is dropped.
-            if flags & socket.MSG_TRUNC:
+            if flags & socket.MSG_TRUNC:  # cut to fit our buffer: cannot be, but if so, drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
@@ -227,7 +204,20 @@ class Network:
                 yield self.buffer[:length], sender
 
 
-# --- Setting up: the TUN, the socket, the peer ---------------------------------------------
+# --- Setting up: the signals, the TUN, the socket, the peer ---------------------------------
+
+def stop_on_signals() -> int:
+    """Make Ctrl-C (SIGINT) and SIGTERM end relay(), even an idle one; return `wakeup`, a pipe.
+    A signal: 1. Python's C code notes it and writes a byte to the set_wakeup_fd() pipe; 2. at its
+    next look between bytecodes, Python runs the handler, which raises KeyboardInterrupt. During
+    select(), 2 comes at once; but a signal just before select() starts, after Python's last look,
+    would leave 2 waiting for a packet: on an idle tunnel, forever. The byte wakes select() now."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
+    readable, written = os.pipe()  # never read: its first byte wakes select(), and we stop
+    os.set_blocking(written, False)  # so a full pipe drops a byte instead of blocking us
+    signal.set_wakeup_fd(written)
+    return readable
+
 
 IFF_TUN = 0x0001  # a layer-3 device: we read and write bare IP packets (IFF_TAP: Ethernet frames)
 IFF_NO_PI = 0x1000  # no 4-byte "packet information" prefix: a read or write is the packet alone
@@ -247,18 +237,21 @@ def open_tun(name: str) -> int:
     return fd
 
 
+# struct.pack() lays values out as C does. "!": network byte order (big-endian), as on the wire;
+# "=" or none: this machine's (the kernel's structs). B, H, I: 1, 2, 4 bytes; 16s: 16; x: a zero.
 def make_ifreq(name: str) -> bytes:
     """struct ifreq (40 bytes) for TUNSETIFF: 16 of NUL-padded name, 2 of flags, 22 unused."""
     return struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)  # no "!": native order
 
 
-# How many bytes of datagrams we ask the kernel to queue for us; more are dropped. The kernel
-# grants at most sysctl net.core.rmem_max (often 208 KiB), then doubles it for its bookkeeping.
+# How many bytes of datagrams we ask the kernel to queue for us (more are dropped). It grants at
+# most sysctl net.core.rmem_max (often 208 KiB; it may be raised), doubled for its bookkeeping.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def open_udp_socket(port: int) -> socket.socket:
-    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6."""
+    """Bind one UDP socket to `port` on every local address, IPv4 and IPv6. Unlike the TUN, it
+    blocks, so that sendto() waits for room; receive() alone asks not to wait (MSG_DONTWAIT)."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         # Dual stack: IPv4 arrives too (as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says.
@@ -314,8 +307,8 @@ def ioctl_write_request(letter: str, number: int, size: int) -> int:
     return write_flag | size << 16 | ord(letter) << 8 | number
 
 
-# linux/if_tun.h: #define TUNSETIFF _IOW('T', 202, int), which is 0x400454ca on x86 and ARM
-# (the header says int, so the code holds 4; the kernel reads a struct ifreq all the same).
+# linux/if_tun.h: TUNSETIFF is _IOW('T', 202, int), 0x400454ca on x86 and ARM. It passes a
+# struct ifreq, not an int; the kernel reads an ifreq whatever size the code says.
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 
@@ -339,7 +332,7 @@ def tun_error(name: str, error: OSError) -> str:
 # A ping takes the path above; a burst, on Linux 5.0 and later, goes this way instead. In Python a
 # system call costs microseconds, whatever its size, and Linux passes many datagrams in one:
 # - Sending (GSO, Generic Segmentation Offload): Glue passes a run of packets and their size to
-#   one sendmsg(), and the kernel cuts it into datagrams of that size (equal_size_runs()).
+#   one sendmsg(), and the kernel cuts it into datagrams of that size (runs: equal_size_runs()).
 # - Receiving (GRO, Generic Receive Offload): one recvmsg() may return several datagrams of
 #   one size from one sender, glued, and a control message with their size; unglue() cuts.
 # The wire is the same: one datagram per packet, as if each had been sent alone.
@@ -349,8 +342,7 @@ UDP_GRO = 104  # linux/udp.h: a socket option, and the control message that give
 GRO_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for it: its header, an int, padding
 GSO_MAX_SEGMENTS = 64  # datagrams per sendmsg(): every kernel takes 64 (newer ones take 128)
 # A lone datagram over the path MTU (the least MTU on the way) leaves as IP fragments, but the
-# kernel refuses a glued run of them whole: EMSGSIZE; EINVAL on older kernels; EIO before 6.11
-# if the network card computes UDP checksums, as it cannot for fragments. Then runs go singly:
+# kernel will not fragment a glued run: it refuses it (EINVAL or EIO on some kernels and cards):
 GLUED_REFUSED = (errno.EMSGSIZE, errno.EINVAL, errno.EIO)
 RETRY_GLUED = 1.0  # seconds; then they are glued again, in case the path MTU grew
 
@@ -379,8 +371,7 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        # Runs of packets of refused_size or longer go one datagram at a time until retry_at.
-        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # longer than any: none held back
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # none refused yet: send_run()
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -392,8 +383,8 @@ class Glue:
     def send_run(self, run: list[memoryview]) -> bool:
         """Send `run` with one sendmsg(); False if it was not sent (nothing of it was)."""
         size = len(run[0])
-        if size >= self.refused_size and time.monotonic() < self.retry_at:  # refused just now
-            return False
+        if size >= self.refused_size and time.monotonic() < self.retry_at:
+            return False  # this size was refused just now, so any longer one would be too
         try:
             # The kernel cuts what the buffers hold, in order, into `size`-byte datagrams. It
             # takes the size as a __u16 in this machine's order (__udp_cmsg_send, net/ipv4/udp.c).
@@ -410,8 +401,8 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
-    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). It
-    takes a run as one datagram first: UDP_PAYLOAD_IPV4 at most, below IPv6's, so safe on both."""
+    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). The
+    kernel first checks a whole run as one datagram: UDP_PAYLOAD_IPV4 at most, for any peer."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
@@ -429,15 +420,28 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# A TUN's MTU is 1500 unless raised; at 65,535 a packet read from it may fit in no datagram
-# (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot forward a packet drops it and tells the sender in
-# ICMP what size fits: IPv4's "fragmentation needed" (RFC 1191), IPv6's "packet too big" (RFC 4443
-# 3.2). The sender's kernel keeps that size for the path 10 minutes (sysctl mtu_expires), and its
-# TCP sends less. tinyvpn answers as such a router would, into the TUN, from the packet's
-# destination (it owns no address), quoting the packet's start up to the most an answer may be:
-# 576 B (RFC 1812 4.3.2.3), or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an
-# IPv4 packet without DF ("don't fragment"); tinyvpn, simpler, answers them all.
+# Only if the TUN's MTU is raised from 1500: at 65,535, a packet read from it may fit no datagram
+# (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot forward a packet drops it and tells its sender,
+# in ICMP, what size fits; the sender's kernel keeps that size for the path 10 minutes (sysctl
+# mtu_expires), and its TCP sends less. tinyvpn answers as such a router would, into the TUN, from
+# the packet's destination (tinyvpn owns no address; the kernel goes by the packet the answer
+# quotes), quoting its start up to the most an answer may be: 576 B (RFC 1812 4.3.2.3), or IPv6's
+# least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet without DF ("don't
+# fragment"); tinyvpn, simpler, answers them all.
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
+
+
+def answer_too_big(local: Local, packet: memoryview) -> None:
+    """Drop `packet`, too big for one datagram, and tell its sender, in ICMP, what size fits."""
+    # IPv4 "fragmentation needed" (RFC 1191): type 3, code 4, checksum 0, 0 unused, the size.
+    # IPv6 "packet too big" (RFC 4443 3.2): type 2, code 0, checksum 0, the size in 4 bytes.
+    answer = icmp_error(packet, struct.pack("!BBHHH", 3, 4, 0, 0, local.largest),
+                        struct.pack("!BBHI", 2, 0, 0, local.largest))  # it picks by version
+    if answer:  # into the TUN, as if a router had sent it (lost if the TUN is down)
+        with suppress(OSError):
+            os.write(local.write_fd, answer)
+    if local.log:
+        local.log.not_sent(packet, f"over {local.largest} B: answered 'too big'")
 
 
 def icmp_error(packet: memoryview, icmpv4: bytes, icmpv6: bytes) -> Optional[bytes]:
@@ -484,8 +488,7 @@ def with_checksum(data: bytes, pseudo_header: bytes = b"", checksum_at: int = 2)
 # --- stdio mode: stdin and stdout instead of a TUN -----------------------------------------
 
 class Stdio(Local):
-    """The local end in stdio mode: each read of stdin goes to the peer as one datagram (any
-    bytes, not only IP packets), and each datagram received is written to stdout."""
+    """The local end in stdio mode: a read of stdin is one datagram; a datagram goes to stdout."""
 
     def __init__(self, largest: int, log: Optional["Log"]) -> None:
         for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout)):
@@ -561,9 +564,7 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
 # --- What -d prints ------------------------------------------------------------------------
 
 class Log:
-    """-d: a line on stderr for every packet, each way (an outgoing one dropped gets a second,
-    saying why), and totals at exit. For the ping at the top (84 B: 20 IP, 8 ICMP, 56 data), A:
-    tun->net     84 B  IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1"""
+    """-d: a line on stderr per packet, each way (two for one dropped on its way out); totals."""
 
     def __init__(self, stdio: bool) -> None:
         self.writing = sys.stderr is not None  # stderr closed (2>&- in a shell): nowhere to write
@@ -616,8 +617,7 @@ class Log:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
     def goodbye(self) -> None:
-        """Print the summary. If stderr is a pipe that nobody reads, print() would wait forever,
-        and main() ignores Ctrl-C and SIGTERM by now; so a timer (SIGALRM) gives up after 1 s."""
+        """Print the summary; give up after 1 s: print() to a pipe nobody reads waits forever."""
         signal.signal(signal.SIGALRM, signal.default_int_handler)  # KeyboardInterrupt, as ^C
         signal.setitimer(signal.ITIMER_REAL, 1.0)
         try:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tinyvpn
 from tinyvpn import PROTOCOLS, Log, describe_packet
 
 ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58
@@ -49,12 +50,16 @@ def test_ipv4_echo_request() -> None:
         "IPv4 198.51.100.1 -> 198.51.100.2  ICMP echo-request id=7 seq=1"
 
 
-def test_the_line_for_a_ping_is_the_one_logs_docstring_shows(
+def test_the_lines_for_a_ping_are_the_ones_the_docstring_shows(
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Log's docstring teaches the line -d prints for the ping of tinyvpn.py's docstring."""
-    Log(stdio=False).outgoing(memoryview(ipv4(ICMP, icmp_echo(8, 7, 1))))  # 84 B, like ping's
-    taught = (Log.__doc__ or "").splitlines()[-1].strip()
-    assert capsys.readouterr().err == taught + "\n"
+    """tinyvpn.py's docstring teaches the lines -d prints for its ping: A's, then B's."""
+    ping = memoryview(ipv4(ICMP, icmp_echo(8, 7, 1)))  # 84 B, like ping's
+    Log(stdio=False).outgoing(ping)  # on A, in Local.read()
+    Log(stdio=False).received(ping, ("::ffff:192.0.2.1", 5000, 0, 0))  # on B, in Local.write()
+    lines = [line.strip() for line in (tinyvpn.__doc__ or "").splitlines()]
+    a = next(i for i, line in enumerate(lines) if line.startswith("tun->net "))  # A's line
+    shown = [lines[a], lines[a + 1] + "   " + lines[a + 2].removeprefix("... ")]  # B's, in two
+    assert capsys.readouterr().err.splitlines() == shown
 
 
 def test_an_echo_type_of_the_other_icmp_shows_no_id() -> None:
