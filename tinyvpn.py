@@ -23,7 +23,7 @@ The whole idea is one loop. A descriptor is the number the kernel gives a progra
 or socket; select() sleeps until one of those it is given can be read, and returns those:
 
     while True:
-        ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write, no errors
+        ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write or except
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
@@ -75,7 +75,7 @@ ICMP, TCP, UDP, ICMPV6 = 1, 6, 17, 58  # IP protocol numbers (IANA): the header'
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Set up both ends, relay until Ctrl-C or SIGTERM, return 0. fail() exits at once, with 1."""
-    wakeup = stop_on_signals()  # a pipe that wakes select() on Ctrl-C: see "Setting up"
+    wakeup = stop_on_signals()  # so Ctrl-C stops even an idle tunnel: see "Setting up"
     args = parse_arguments(argv)
     stdio = args.interface == "stdio"  # stdin and stdout instead of a TUN: see "stdio mode"
     log = Log(stdio) if args.d else None  # -d: a line for every packet, on stderr
@@ -190,7 +190,7 @@ class Network:
         """The datagrams waiting (BATCH at most), with senders. Each is a view of our one buffer,
         which the next overwrites; a generator makes relay() write each before the next comes."""
         for _ in range(BATCH):
-            try:  # recv() into our buffer, with room for GRO's note, a "control message"; no wait
+            try:  # for a ping, recv() into our buffer; room for GRO's "control message"; no wait
                 length, control, flags, sender = self.sock.recvmsg_into(
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
