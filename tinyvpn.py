@@ -6,12 +6,12 @@ of it, the program gets whole from one os.read(), and each packet the program wr
 from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
 and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
 root on host A (real address 192.0.2.1; its end of the tunnel will be 198.51.100.1; both ranges are
-for examples, RFC 5737), and on B the same, with the addresses the comments give for B:
+for examples, RFC 5737); B runs the same two lines with 192.0.2.1 and 198.51.100.2/30 instead:
 
-    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # on B: 192.0.2.1 (sleep: time to create testvpn)
-    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # on B: 198.51.100.2
+    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
+    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
 
-The address brings a route: 198.51.100.0-3 (/30: 30 bits fixed, 2 bits free) go into testvpn. So a
+The address adds a route: 198.51.100.0-3 (/30: 30 bits fixed, 2 bits free) go into testvpn. So a
 ping to 198.51.100.2 goes into A's TUN; tinyvpn reads it and sends it, whole, in one UDP datagram
 to 192.0.2.2, which leaves by A's real link (not in the /30, so it never loops into the TUN). B's
 tinyvpn writes it into B's TUN; B's kernel answers it, and the answer comes back the same way:
@@ -308,7 +308,7 @@ def ioctl_write_request(letter: str, number: int, size: int) -> int:
 
 
 # linux/if_tun.h: TUNSETIFF is _IOW('T', 202, int), 0x400454ca on x86 and ARM. It passes a
-# struct ifreq, not an int; the kernel reads an ifreq whatever size the code says.
+# struct ifreq, not an int: a slip in the header, kept since the kernel ignores that size.
 TUNSETIFF = ioctl_write_request("T", 202, struct.calcsize("i"))
 
 
@@ -371,7 +371,7 @@ class Glue:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # none refused yet: send_run()
+        self.refused_size, self.retry_at = MAX_PACKET + 1, 0.0  # no run that long: none held back
 
     def send(self, packets: list[memoryview]) -> None:
         """Send each packet to the peer as one datagram, in order, gluing runs where we can."""
@@ -402,11 +402,11 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). The
-    kernel first checks a whole run as one datagram: UDP_PAYLOAD_IPV4 at most, for any peer."""
+    kernel first checks a whole run as one datagram: UDP_PAYLOAD_IPV4, the lower limit, at most."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        joins = (bool(run) and len(run[-1]) == size  # no shorter packet has ended the run,
+        joins = (bool(run) and len(run[-1]) == size  # its last is full-size: none shorter yet,
                  and len(packet) <= size  # this one is no longer than the first,
                  and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4)
         if not joins:  # this packet starts the next run
@@ -424,10 +424,10 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 # (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot forward a packet drops it and tells its sender,
 # in ICMP, what size fits; the sender's kernel keeps that size for the path 10 minutes (sysctl
 # mtu_expires), and its TCP sends less. tinyvpn answers as such a router would, into the TUN, from
-# the packet's destination (tinyvpn owns no address; the kernel goes by the packet the answer
-# quotes), quoting its start up to the most an answer may be: 576 B (RFC 1812 4.3.2.3), or IPv6's
-# least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet without DF ("don't
-# fragment"); tinyvpn, simpler, answers them all.
+# the packet's destination (tinyvpn has no address; the sender's kernel matches an answer by the
+# packet it quotes), quoting its start up to the most an answer may be: 576 B (RFC 1812 4.3.2.3),
+# or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet without DF
+# ("don't fragment"); tinyvpn, simpler, answers them all.
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
 
 
@@ -457,7 +457,7 @@ def icmp_error(packet: memoryview, icmpv4: bytes, icmpv6: bytes) -> Optional[byt
         answer_from, answer_to = bytes(packet[24:40]), bytes(packet[8:24])
         message = icmpv6 + packet[:ICMPV6_QUOTE]
         # ICMPv6's checksum, unlike ICMPv4's, also covers a "pseudo-header" (RFC 8200 8.1): both
-        # addresses, the length in 32 bits, then 3 zero bytes and the protocol number.
+        # addresses, then the length and the protocol, each in 32 bits (so 3 zero bytes, then 58).
         pseudo_header = answer_from + answer_to + struct.pack("!II", len(message), ICMPV6)
         return ip_packet(6, answer_from, answer_to, with_checksum(message, pseudo_header))
     return None
