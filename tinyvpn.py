@@ -23,7 +23,7 @@ The whole idea is one loop. A descriptor is the number the kernel gives a progra
 or socket; select() sleeps until one of those it is given can be read, and returns those:
 
     while True:
-        ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write or except
+        ready, _, _ = select.select([tun, sock], [], [])  # to read; none to write, none urgent
         if tun in ready:  sock.sendto(os.read(tun, 65535), peer)  # one packet -> one datagram
         if sock in ready: os.write(tun, sock.recv(65535))         # one datagram -> one packet
 
