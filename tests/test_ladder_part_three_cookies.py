@@ -11,7 +11,10 @@ The rung's reference is the patch 14-cookies.patch, applied after every patch be
 check takes about 25 s (wireguard-go, two floods, libfaketime).
 """
 
+import importlib.util
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -98,6 +101,27 @@ def test_the_reference_of_rung_14_still_passes_rungs_9_to_13(lab_tools: None,
     for rung in (9, 10, 11, 12, 13):
         failure = rungs.check(rung, references[1])
         assert failure is None, f"rung {rung}: {failure and failure.happened}"
+
+
+def test_the_reference_counts_initiations_by_when_they_arrived_not_when_read(
+        solved: Solved) -> None:
+    # A busy tinyvpn reads a flood late: counted by the kernel's stamps (SIOCGSTAMP), it still
+    # sees 500 a second, where counting its own slow reads it would see too few to be load.
+    spec = importlib.util.spec_from_file_location("solved14", solved(ROW.number))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.bind(("127.0.0.1", 0))
+        for late in (0.0, 0.5):  # the first read turns the stamps on
+            sender.sendto(b"initiation", receiver.getsockname())
+            time.sleep(late)
+            receiver.recv(100)
+            read = time.time()
+            arrived = module.arrival(receiver)
+            time.sleep(0.1)  # the kernel turns its stamps on a moment later
+    assert read - 0.6 < arrived < read - 0.4
 
 
 # The reference with one plausible mistake: (mistake, the text it replaces, what replaces it,

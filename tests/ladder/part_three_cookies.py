@@ -32,6 +32,7 @@ datagrams as it read meanwhile: a tinyvpn that answers none spends no CPU on ans
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ import part_two_protocol as wg
 import reference_crypto as crypto
 from harness import Failed
 from netns import MALLORY, TUNNEL, UNDERLAY, Hosts
-from part_three_routing import HUB, INNER, HubLab
+from part_three_routing import HUB, INNER
 from part_two_protocol import INITIATION, RESPONSE, Clock, WireGuardLab, describe
 from reference_crypto import digest, mac
 
@@ -118,6 +119,7 @@ with socket.socket(family, socket.SOCK_DGRAM) as sock:
             break
 """
 PROBE_WAIT = 8  # seconds: at once, on an idle machine; a busy one may queue the flood a while
+PINGS_AGAIN = 3  # after wireguard-go's handshake under the flood: one answered, at least
 # The cost of one of the learner's X25519, in CPU seconds, timed in a second Python.
 TIME_X25519 = """
 import importlib.util, os, sys, time
@@ -314,7 +316,8 @@ class Spoke(NamedTuple):
     ping: str  # the name its ping was started under
     who: str  # in the words
     pinged: str  # what its ping is, in the words
-    pings_again: Callable[[], bool]  # two more pings, both answered
+    side: str  # the namespace it pings from
+    target: str  # the address it pings
 
 
 FLOODED = f"under mallory's flood ({FLOOD_RATE} initiations a second, each with a valid mac1)"
@@ -399,7 +402,7 @@ def check_responder(lab: WireGuardLab, cost: float) -> None:
     wrong_senders(lab, cookie)
     probe_under_load(lab, B6, B6_TOO)
     through_wireguard_go(flooded, pinging, Spoke(
-        "wireguard-go-b", "ping-b", "wireguard-go in b", "b's ping", lambda: lab.ping("b", 2)))
+        "wireguard-go-b", "ping-b", "wireguard-go in b", "b's ping", "b", TUNNEL["a"][0]))
     secret_rotated(lab, clock, cookie)
     netns.stop(flood)
     judge_flood(flooded)
@@ -502,9 +505,18 @@ def through_wireguard_go(flooded: Flooded, pinging: "subprocess.Popen[bytes]",
                      f"reply: {who} was not under load", "under load at such a flood: any "
                      "definition of load holds 500 initiations a second with a valid mac1"
                      + flooded.rule, SECTION)
-    if not spoke.pings_again():
-        raise Failed(f"{when}, after {spoke.who}'s handshake, its pings got no answer",
-                     "pings cross, whatever mallory sends", SECTION)
+    if not pings_again(flooded.hosts, spoke):
+        raise Failed(f"{when}, after {spoke.who}'s handshake, none of its next {PINGS_AGAIN} "
+                     f"pings got an answer within {PROBE_WAIT} s", "pings cross, whatever "
+                     "mallory sends", SECTION)
+
+
+def pings_again(hosts: Hosts, spoke: Spoke) -> bool:
+    """Whether one of PINGS_AGAIN more pings is answered: a busy machine's tinyvpn may fall
+    behind the flood, and then its socket's queue, full, drops some of what comes."""
+    done = netns.run(hosts, spoke.side, "ping", "-c", str(PINGS_AGAIN), "-i", "0.2", "-W",
+                     str(PROBE_WAIT), spoke.target, check=False, timeout=PROBE_WAIT + 10)
+    return re.search(r", [1-9]\d* received", done.stdout) is not None  # not ", 0 received"
 
 
 def secret_rotated(lab: WireGuardLab, clock: Clock, cookie: bytes) -> None:
@@ -554,8 +566,9 @@ def judge_cpu(flooded: Flooded, cost: float, seconds: float = 1.5) -> None:
     if handled and cost and cpu / handled > cost:  # a DH costs one X25519 at least
         raise Failed(f"{counted}, {cpu / handled * 1000:.2f} ms for each, and one of its "
                      f"x25519() takes {cost * 1000:.2f} ms: it computed a DH for them",
-                     "no DH under load without a valid mac2: the load, then mac2, are judged "
-                     "right after mac1; a cookie reply costs a MAC and an XChaCha20-Poly1305"
+                     "no DH under load without a valid mac2: the load (initiations counted as "
+                     "they arrive, not as you read them), then mac2, are judged right after "
+                     "mac1; a cookie reply costs a MAC and an XChaCha20-Poly1305"
                      + flooded.rule, SECTION)
     if sent < read / 2:
         raise Failed(counted, "a cookie reply to every initiation, at once, and no DH"
@@ -610,13 +623,9 @@ def check_hub(program: Path, cost: float) -> None:
         judge_cpu(flooded, cost)
         through_wireguard_go(flooded, pinging, Spoke(
             "wireguard-go-a", "ping-a", "spoke a (wireguard-go)", "its ping to spoke c, "
-            "through the hub", lambda: pings_c(lab)))
+            "through the hub", "a", INNER["c"]))
         netns.stop(flood)
         judge_flood(flooded)
-
-
-def pings_c(lab: HubLab) -> bool:
-    return routing.replied(lab.ping("a", INNER["c"], count=2), 2)
 
 
 # --- The rung -----------------------------------------------------------------------------
