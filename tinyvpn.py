@@ -5,13 +5,14 @@ A TUN interface is a network interface whose wire is a program: each IP packet t
 of it, the program gets whole from one os.read(), and each packet the program writes arrives as if
 from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
 and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
-root on host A (real address 192.0.2.1; its end of the tunnel will be 198.51.100.1; both ranges are
-for examples, RFC 5737); B runs the same two lines with 192.0.2.1 and 198.51.100.2/30 instead:
+root on hosts A (real address 192.0.2.1) and B (192.0.2.2), both ranges for examples (RFC 5737):
 
-    tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
-    ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # the tunnel's end
+    A# tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
+    A# ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # A's tunnel end
+    B# tinyvpn testvpn 192.0.2.1 5000 & sleep 1
+    B# ip link set testvpn up && ip address add 198.51.100.2/30 dev testvpn   # B's
 
-The address adds a route: 198.51.100.0-3 (/30: 30 bits fixed, 2 bits free) go into testvpn. So a
+Each address adds a route: 198.51.100.0-3 (/30: 30 bits fixed, 2 bits free) go into testvpn. So a
 ping to 198.51.100.2 goes into A's TUN; tinyvpn reads it and sends it, whole, in one UDP datagram
 to 192.0.2.2, which leaves by A's real link (not in the /30, so it never loops into the TUN). B's
 tinyvpn writes it into B's TUN; B's kernel answers it, and the answer comes back the same way:
@@ -101,7 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def relay(local: "Local", network: "Network", wakeup: int) -> None:
     """The VPN itself: wait until either end has something, move it across, repeat forever.
-    `wakeup` needs no branch: a signal makes it readable, then its handler raises out of here."""
+    A signal puts a byte in `wakeup`, so select() wakes; its handler raises KeyboardInterrupt."""
     # select() takes descriptors (wakeup) or objects with fileno(); it returns the ready ones.
     while True:
         ready, _, _ = select.select([local, network, wakeup], [], [])  # sleeps till one's ready
@@ -125,7 +126,7 @@ class Local:
         return self.read_fd
 
     def read(self) -> list[memoryview]:
-        """The packets waiting in the TUN (BATCH at most), as memoryviews, like receive()'s."""
+        """The packets waiting in the TUN (BATCH at most), as memoryviews: our one packet type."""
         packets: list[memoryview] = []
         for _ in range(BATCH):  # BATCH reads at most, counting packets dropped as too big
             try:
@@ -195,7 +196,7 @@ class Network:
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:  # none queued
                 return
-            if flags & socket.MSG_TRUNC:  # cut to fit our buffer: cannot be, but if so, drop it
+            if flags & socket.MSG_TRUNC:  # cut short: never (our buffer holds any); if so, drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
@@ -208,10 +209,9 @@ class Network:
 
 def stop_on_signals() -> int:
     """Make Ctrl-C (SIGINT) and SIGTERM end relay(), even an idle one; return `wakeup`, a pipe.
-    A signal: 1. Python's C code notes it and writes a byte to the set_wakeup_fd() pipe; 2. at its
-    next look between bytecodes, Python runs the handler, which raises KeyboardInterrupt. During
-    select(), 2 comes at once; but a signal just before select() starts, after Python's last look,
-    would leave 2 waiting for a packet: on an idle tunnel, forever. The byte wakes select() now."""
+    Python runs a signal's handler (ours raise KeyboardInterrupt) between bytecodes, or at once if
+    the signal interrupts select(). One just before select() starts would wait for it to return:
+    forever, on an idle tunnel. But on arrival it puts a byte in this pipe, so select() returns."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
     readable, written = os.pipe()  # never read: its first byte wakes select(), and we stop
     os.set_blocking(written, False)  # so a full pipe drops a byte instead of blocking us
@@ -401,8 +401,8 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
-    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). The
-    kernel first checks a whole run as one datagram: UDP_PAYLOAD_IPV4, the lower limit, at most."""
+    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). It
+    also checks a run as if it were one datagram: UDP_PAYLOAD_IPV4 bytes at most, for IPv6 too."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
@@ -420,14 +420,14 @@ def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
 
 
 # --- Too big for one datagram: path MTU discovery ------------------------------------------
-# Only if the TUN's MTU is raised from 1500: at 65,535, a packet read from it may fit no datagram
-# (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot forward a packet drops it and tells its sender,
-# in ICMP, what size fits; the sender's kernel keeps that size for the path 10 minutes (sysctl
-# mtu_expires), and its TCP sends less. tinyvpn answers as such a router would, into the TUN, from
-# the packet's destination (tinyvpn has no address; the sender's kernel matches an answer by the
-# packet it quotes), quoting its start up to the most an answer may be: 576 B (RFC 1812 4.3.2.3),
-# or IPv6's least MTU, 1280 B (RFC 4443 2.4). A router would fragment an IPv4 packet without DF
-# ("don't fragment"); tinyvpn, simpler, answers them all.
+# This happens only if the TUN's MTU is raised from 1500 (up to 65,535): then a packet read from
+# it may be longer than any datagram can carry (UDP_PAYLOAD_IPV4, _IPV6). A router that cannot
+# forward a packet drops it and tells its sender, in ICMP, what size fits; the sender's kernel
+# remembers that size for the path for 10 minutes (sysctl mtu_expires), and its TCP sends less.
+# tinyvpn answers as such a router would. It has no address of its own, so its answer comes from
+# the packet's destination; the sender's kernel matches the answer by the packet it quotes: the
+# packet's start, up to 576 B in all for IPv4 (RFC 1812 4.3.2.3), 1280 B for IPv6 (RFC 4443 2.4).
+# (A router would fragment an IPv4 packet without DF, "don't fragment"; tinyvpn answers them all.)
 ICMP_QUOTE, ICMPV6_QUOTE = 548, 1232  # + 8 (ICMP) + 20 (IPv4) = 576; + 8 + 40 (IPv6) = 1280
 
 
