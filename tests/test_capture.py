@@ -7,6 +7,7 @@ The tests that run tshark skip without it, except in CI (CI, or TINYVPN_REQUIRE_
 where a missing tshark fails them; those that build namespaces need root (conftest.py).
 """
 
+import json
 import socket
 import struct
 import subprocess
@@ -19,6 +20,7 @@ import part_two_protocol as checker
 import wire
 from conftest import INSIDE, Solved, skip_or_fail, tshark_read
 from netns import PORT, TUNNEL, UNDERLAY
+from recorder import Seen
 
 CHECK = Path(__file__).resolve().parent / "ladder" / "check.py"
 
@@ -104,6 +106,14 @@ def test_a_cable_is_kept_only_when_the_learner_asked(tmp_path: Path) -> None:
     assert (tmp_path / "asked.pcap").read_bytes() == wire.pcap_header()
 
 
+def pings_recorded(hosts: netns.Hosts) -> list:
+    """The WireGuard transport messages (type 4) not empty that "record" has printed so far."""
+    lines = netns.output(hosts, "record", "out").splitlines()[1:]
+    seen = [Seen(0, False, bytes.fromhex(json.loads(line)["hex"])) for line in lines
+            if line.endswith("}")]  # not a line still being written
+    return [s for s in seen if s.udp and s.udp[2][:1] == b"\x04" and len(s.udp[2]) > 32]
+
+
 def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         tshark: None, solved: Solved, hosts: netns.Hosts) -> None:
     """All twelve solutions applied, TINYVPN_KEYLOG set: a's tinyvpn initiates (wireguard-go
@@ -126,6 +136,9 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
                    .stdout.split()[1:] != ["0"], "the handshake", 5)
     ping = netns.run(hosts, "a", "ping", "-c", "1", "-W", "3", TUNNEL["b"][0], check=False)
     assert "1 received" in ping.stdout, ping.stdout
+    # A busy machine's recorder may lag; what it has not read when stopped is lost. So wait
+    # for the ping's two transport messages (longer than a keep-alive's 32 bytes).
+    netns.wait_for(lambda: len(pings_recorded(hosts)) >= 2, "the recorder to see the ping")
     netns.stop(recorder)
     assert oct(keylog.stat().st_mode & 0o777) == "0o600"  # every secret of the session
     shown = tshark_read(pcap, "-d", f"udp.port=={PORT},wg", "-o", f"wg.keylog_file:{keylog}", "-Y",
