@@ -27,6 +27,7 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import suppress
 
 import netns
 import wire
@@ -124,14 +125,21 @@ def show_capture(pcap: str) -> None:
         f"   tcpdump -nr {pcap}                          (add -X for every byte, in hex)")
 
 
+def sent_caught(hosts: Hosts) -> list:
+    """The datagrams from a to b that the recorder has printed so far (three pings: 3 at least)."""
+    lines = netns.output(hosts, "record", "out").splitlines()[1:]
+    caught = [bytes.fromhex(json.loads(line)["hex"]) for line in lines if line.endswith("}")]
+    return [packet for packet in caught if packet[12:20] == socket.inet_aton(UNDERLAY["a"][0])
+            + socket.inet_aton(UNDERLAY["b"][0]) and packet[9] == wire.UDP]
+
+
 def show_on_the_wire(hosts: Hosts) -> None:
     """The first echo request as it crossed the cable: a packet inside a packet."""
     say(f"The first echo request on the cable, caught at b's end ({hosts.prefix}v) by a packet "
         "socket:\n   a packet inside a packet")
-    lines = netns.output(hosts, "record", "out").splitlines()[1:]
-    caught = [bytes.fromhex(json.loads(line)["hex"]) for line in lines if line.endswith("}")]
-    sent = [packet for packet in caught if packet[12:20] == socket.inet_aton(UNDERLAY["a"][0])
-            + socket.inet_aton(UNDERLAY["b"][0]) and packet[9] == wire.UDP]
+    with suppress(TimeoutError):  # a busy machine's recorder may print them a moment late
+        netns.wait_for(lambda: len(sent_caught(hosts)) >= 3, "the capture of the pings", 5)
+    sent = sent_caught(hosts)
     echoes = [packet for packet in sent if wire.carries_echo_request(packet)]
     if echoes:
         for line in wire.labelled(echoes[0]):
