@@ -5,7 +5,7 @@ A TUN interface is a network interface whose wire is a program: each IP packet t
 of it, the program gets whole from one os.read(), and each packet the program writes arrives as if
 from a wire. The command is tinyvpn [-d] INTERFACE PEER PORT: the TUN to create (or "stdio": stdin
 and stdout, no root, like netcat), the other host's real address, and the UDP port both use. As
-root on hosts A (real address 192.0.2.1) and B (192.0.2.2), both ranges for examples (RFC 5737):
+root on hosts A (real address 192.0.2.1) and B (192.0.2.2), addresses kept for examples (RFC 5737):
 
     A# tinyvpn testvpn 192.0.2.2 5000 & sleep 1   # sleep: time for it to create testvpn
     A# ip link set testvpn up && ip address add 198.51.100.1/30 dev testvpn   # A's tunnel end
@@ -189,11 +189,12 @@ class Network:
 
     def receive(self) -> Iterator[tuple[memoryview, Address]]:
         """The datagrams waiting (BATCH at most), with senders. Each is a view of our one buffer,
-        which the next overwrites; a generator makes relay() write each before the next comes."""
+        which the next datagram overwrites; so receive() is a generator: it reads the next only
+        when relay() has written this one. (A list of views would hold the last one many times.)"""
         for _ in range(BATCH):
-            try:  # for a ping, recv() into our buffer; room for GRO's "control message"; no wait
+            try:  # recv() into our buffer, with room for a "control message" (GRO's, if any)
                 length, control, flags, sender = self.sock.recvmsg_into(
-                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)
+                    [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # don't wait: none left
             except BlockingIOError:  # none queued
                 return
             if flags & socket.MSG_TRUNC:  # cut short: never (our buffer holds any); if so, drop it
@@ -210,8 +211,8 @@ class Network:
 def stop_on_signals() -> int:
     """Make Ctrl-C (SIGINT) and SIGTERM end relay(), even an idle one; return `wakeup`, a pipe.
     Python runs a signal's handler (ours raise KeyboardInterrupt) between bytecodes, or at once if
-    the signal interrupts select(). One just before select() starts would wait for it to return:
-    forever, on an idle tunnel. But on arrival it puts a byte in this pipe, so select() returns."""
+    the signal interrupts select(). A signal just before select() would wait for select() to end:
+    forever, on an idle tunnel. So a signal also puts a byte in this pipe, and select() wakes."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # raise KeyboardInterrupt, as ^C
     readable, written = os.pipe()  # never read: its first byte wakes select(), and we stop
     os.set_blocking(written, False)  # so a full pipe drops a byte instead of blocking us
@@ -401,14 +402,14 @@ class Glue:
 
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
-    first packet's size, so only the last may be shorter (1400, 1400, 900, 1400: two runs). It
-    also checks a run as if it were one datagram: UDP_PAYLOAD_IPV4 bytes at most, for IPv6 too."""
+    first packet's size, so only the last may be shorter: in 1400, 1400, 900, 1400, the 900 ends
+    a run. A run must fit one datagram too: at most UDP_PAYLOAD_IPV4 (the lower of the two)."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:
-        joins = (bool(run) and len(run[-1]) == size  # its last is full-size: none shorter yet,
-                 and len(packet) <= size  # this one is no longer than the first,
-                 and len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4)
+        still_open = bool(run) and len(run[-1]) == size  # no shorter packet has ended it yet
+        room = len(run) < GSO_MAX_SEGMENTS and total + len(packet) <= UDP_PAYLOAD_IPV4
+        joins = still_open and room and len(packet) <= size  # no longer than the run's first
         if not joins:  # this packet starts the next run
             if run:
                 yield run
@@ -470,7 +471,7 @@ def ip_packet(version: int, source: bytes, destination: bytes, message: bytes) -
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(message), 0, 0, 64, ICMP, 0,
                              source, destination)
         return with_checksum(header, checksum_at=10) + message
-    # A 32-bit word: version 6 in 4 bits, traffic class and flow label 0; length, protocol, hops
+    # IPv6 has no header checksum. Version 6 in 4 bits, 28 zero bits; length, protocol, hops
     return struct.pack("!IHBB16s16s", 6 << 28, len(message), ICMPV6, 64, source,
                        destination) + message
 
@@ -547,8 +548,7 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
                "and on B:   ip link set testvpn up; ip address add 198.51.100.2/30 dev testvpn\n\n"
                "WARNING: no encryption and no authentication. Anyone who can reach PORT can\n"
                "read the traffic and inject packets. For learning only; use WireGuard for real.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", action="store_true",
                         help="print every packet sent and received, on stderr")
     parser.add_argument("--version", action="version", version=f"tinyvpn {__version__}")
