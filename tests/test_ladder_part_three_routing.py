@@ -73,11 +73,13 @@ AllowedIPs = 198.51.100.64/26, 2001:db8:2:a::/64
      "line 3: 'Address = 198.51.100.1/24' is no setting tinyvpn knows there"),
     ((f"PublicKey = {KEY}\n", ""), "line 5: [Peer] has no PublicKey"),
     (("[Peer]", "[Peers]"), "line 5: '[Peers]' is no setting tinyvpn knows there"),
+    ((f"PublicKey = {KEY}", "PublicKey = \xff"),  # written as Latin-1: a byte not UTF-8
+     "line 6: PublicKey is not a key in base64"),
 ])
 def test_a_file_tinyvpn_cannot_use_is_named_by_its_line(
         solved: Solved, tmp_path: Path, change: tuple, words: str) -> None:
     config = tmp_path / "hub.conf"
-    config.write_text(GOOD.replace(*change))
+    config.write_text(GOOD.replace(*change), encoding="latin-1")
     result = run_solved(solved(13), "--config", str(config), "stdio")
     assert result.returncode == 1
     assert result.stderr.startswith(f"tinyvpn: {config}, {words}"), result.stderr
