@@ -25,10 +25,10 @@ import reference_crypto as crypto
 import rungs
 from conftest import Solved, skip_or_fail
 from harness import Failed
-from rungs import RUNGS, changed_lines
+from rungs import changed_lines
 
-PATCH = rungs.SOLUTIONS / "14-cookies.patch"
-ROW = next(rung for rung in RUNGS if rung.name == "cookies")
+ROW = rungs.rung(14)
+PATCH = ROW.solution
 
 
 def check(program: Path) -> Optional[Failed]:
@@ -191,6 +191,12 @@ WRONG = [
      "before mac1"),
     ("always under load", "LOAD = 50", "LOAD = 0", "with no flood, the check sent one "
      "initiation from b's key, timestamp now; a answered it with a cookie reply"),
+    ("the cookie reply decrypted without checking its tag",
+     "        cookie = xaead_decrypt(self.opening, message[8:32], message[32:], self.last_mac1)\n",
+     "        cookie = chacha20(hchacha20(self.opening, message[8:24]), 1,\n"
+     "                          bytes(4) + message[24:32], message[32:48])\n",
+     "after forged cookie replies only, a's next initiation carries a mac2 made with what a "
+     "decryption that skips the tag reads in a cookie reply"),
     ("cookies sealed with the initiator's key, opened with our own",
      "digest(LABEL_COOKIE, public), digest(LABEL_COOKIE, peer)",
      "digest(LABEL_COOKIE, peer), digest(LABEL_COOKIE, public)",

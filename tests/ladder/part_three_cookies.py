@@ -278,12 +278,14 @@ def judge_mac2(message: bytes, cookie: Optional[bytes], lies: dict, when: str) -
     if mac2 == (mac(cookie, message[:132]) if cookie else bytes(16)):
         return
     for what, (_, cookies) in lies.items():
-        if any(mac2 == mac(lie, message[:132]) for lie in cookies):
-            raise Failed(f"{when}, a's next initiation carries a mac2 made with the cookie of "
-                         f"a cookie reply {what}", "a cookie reply is used only if it opens "
-                         "with HASH(\"cookie--\" + the peer's public key) and, as associated "
-                         "data, the mac1 of a's LATEST initiation; else it is dropped",
-                         SECTION)
+        for lie, how in zip(cookies, ("the cookie of", "what a decryption that skips the tag "
+                                      "reads in")):
+            if mac2 == mac(lie, message[:132]):
+                raise Failed(f"{when}, a's next initiation carries a mac2 made with {how} a "
+                             f"cookie reply {what}", "a cookie reply is used only if its tag "
+                             "checks out, with HASH(\"cookie--\" + the peer's public key) and, "
+                             "as associated data, the mac1 of a's LATEST initiation; else it "
+                             "is dropped", SECTION)
     if cookie and mac2 == bytes(16):
         raise Failed(f"{when}, a's next initiation carries no mac2 (16 zero bytes)",
                      "the cookie kept, and the next initiation's mac2 = MAC(cookie, the "
