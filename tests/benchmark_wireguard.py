@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Part two's reference WireGuard (tinyvpn.py with solutions 1 to 12 applied) against
+"""Part two's reference WireGuard (tinyvpn.py with every reference solution applied) against
 wireguard-go, side by side in one run. As root, from the repository:
 
     python3 tests/benchmark_wireguard.py               # 3 rounds, 4 MiB of TCP each

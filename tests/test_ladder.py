@@ -7,8 +7,9 @@
 - a solved tinyvpn.py still passes the tunnel tests, socat's interop included, without the new
   options.
 
-Each part's own promises are in test_ladder_part_one.py, test_ladder_part_two_primitives.py
-and test_ladder_part_two_protocol.py; the grader's in test_ladder_classroom.py.
+Each part's own promises are in test_ladder_part_one.py, test_ladder_part_two_primitives.py,
+test_ladder_part_two_protocol.py, test_ladder_part_three_routing.py and
+test_ladder_part_three_cookies.py; the grader's in test_ladder_classroom.py.
 """
 
 import os
@@ -63,6 +64,26 @@ def test_the_index_links_every_guide() -> None:
     index = (TESTS / "ladder" / "README.md").read_text()
     for guide in dict.fromkeys(rung.guide for rung in RUNGS):
         assert f"]({Path(guide).name})" in index, guide
+
+
+def test_the_teachers_table_gives_each_patchs_true_size() -> None:
+    sizes = dict(re.findall(r"^\| (\d+)\. [^\n]*\| (\d+) \|$",
+                            (PROJECT / "tests/ladder/TEACHERS.md").read_text(), re.M))
+    assert {int(rung): int(size) for rung, size in sizes.items()} == {
+        rung.number: rungs.changed_lines(rung.solution) for rung in RUNGS}
+
+
+def test_the_readme_counts_the_wrong_solutions_the_ladders_tests_catch() -> None:
+    import test_ladder_part_one as one
+    import test_ladder_part_three_cookies as cookies
+    import test_ladder_part_three_routing as routing
+    import test_ladder_part_two_primitives as primitives
+    import test_ladder_part_two_protocol as protocol
+    parts = (len(one.WRONG), len(primitives.WRONG) + len(protocol.WRONG),
+             len(routing.WRONG) + len(cookies.WRONG))
+    readme = " ".join((PROJECT / "README.md").read_text().split())
+    assert (f"{sum(parts)} plausible wrong solutions are caught ({parts[0]} in part one, "
+            f"{parts[1]} in part two, {parts[2]} in part three)") in readme
 
 
 # Rung 12's check takes a minute: test_ladder_part_two_protocol.py proves that it fails on the

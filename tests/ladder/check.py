@@ -14,11 +14,12 @@ the top of the checkout:
     python3 tests/ladder/check.py --student-copy DEST   the project without the solutions
 
 Each rung's check is in the module of its part (part_one.py, part_two_primitives.py,
-part_two_protocol.py), found through the ladder's table (rungs.py). A check judges only what
-can be seen from outside, names a tinyvpn that died first, with its error, and then the rule
-that was broken: what happened, what should have, which section to reread.
+part_two_protocol.py, part_three_routing.py, part_three_cookies.py), found through the ladder's
+table (rungs.py). A check judges only what can be seen from outside, names a tinyvpn that died
+first, with its error, and then the rule that was broken: what happened, what should have,
+which section to reread.
 Exit status 0 only when every rung asked for passes. Standard library only; runs ip, ping, nft
-(and, for part two, wireguard-go, wg and libfaketime).
+(and, for parts two and three, wireguard-go, wg and libfaketime).
 """
 
 import argparse

@@ -2,7 +2,7 @@
 """A class of learners: grade a folder of learners' files against the ladder, and make a copy
 of the project without the reference solutions, for coursework. Run from the runner:
 
-    python3 tests/ladder/check.py --grade DIR        every learner in DIR, rungs 1 to 12
+    python3 tests/ladder/check.py --grade DIR        every learner in DIR, all rungs
     python3 tests/ladder/check.py --grade DIR 5      rungs 1 to 5 (part one) only
     python3 tests/ladder/check.py --student-copy DEST
 

@@ -1,7 +1,8 @@
-"""What every rung's check shares, in part one (part_one.py) and part two
-(part_two_primitives.py, part_two_protocol.py) alike: how a check says that a rung is not
-solved (Failed), how it names a program that died (crash, died), and how it keeps a failed
-check's cable when the learner asks (keep_cable). Standard library only.
+"""What every rung's check shares, in part one (part_one.py), part two
+(part_two_primitives.py, part_two_protocol.py) and part three (part_three_*.py) alike: how a
+check says that a rung is not solved (Failed), how it names a program that died (crash, died),
+and how it keeps a failed check's cable when the learner asks (keep_cable). Standard library
+only.
 
 A check is a function check(program: Path) -> None that raises Failed; the ladder's table,
 rungs.py, gives each rung its check. A check that runs programs names a dead one before any

@@ -546,7 +546,3 @@ def a_restart_leaves_c_alone(lab: HubLab) -> None:
                          "a's new initiation makes a new session with peer A, and moves A's "
                          "endpoint, and only A's, to a's new port", SECTION)
 
-
-RUNGS = (
-    ("many-peers", check_routing, SECTION),
-)

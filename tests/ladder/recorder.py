@@ -1,6 +1,6 @@
 """What a check sees: tests/lab/wire.py record, run in a host's namespace, as a Recorder that
 hands the check every packet an interface carried (the cable, or a TUN), decoded as far as
-the checks need. Part one's checks and part two's use it alike. Standard library only.
+the checks need. The checks of all three parts use it alike. Standard library only.
 """
 
 import json

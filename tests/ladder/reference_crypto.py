@@ -2,9 +2,10 @@
 X25519, each also with the mistakes a learner is known to make, and the RFCs' test vectors
 that the right ones pass (tests/test_ladder_part_two_primitives.py); then WireGuard's
 arithmetic built on them (its AEAD nonce, BLAKE2s hash, KDF and MAC, the handshake's state,
-mac1). The checks of rungs 6 to 8 (part_two_primitives.py) compare a learner's answers with
-these, and name the mistake whose answer matches; part two's protocol checks
-(part_two_protocol.py) make and read WireGuard's messages with them. The checker never runs
+mac1; for rung 14, HChaCha20 and XChaCha20). The checks of rungs 6 to 8
+(part_two_primitives.py) compare a learner's answers with these, and name the mistake whose
+answer matches; the protocol checks of parts two and three (part_two_protocol.py,
+part_three_*.py) make and read WireGuard's messages with them. The checker never runs
 the learner's code to judge it. Standard library only.
 """
 

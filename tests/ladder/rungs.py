@@ -1,12 +1,13 @@
 """The ladder's table: every rung, with its name, its check, the guide section that teaches
 it and its reference solution. Whoever goes from a rung's number to any of these goes through
 this table: the runner (check.py), the grader (classroom.py), the ladder's tests and the
-benchmark. tests/test_ladder_table.py checks that it is whole: every rung has a check, a
+benchmark. tests/test_ladder.py checks that it is whole: every rung has a check, a
 section that its guide has, and a patch in solutions/.
 
 A rung's stretch is the first rung of the climb it belongs to: the reference solutions 1 to N
 are proven to pass rungs stretch to N. Part one builds on itself from rung 1; part two's
-primitives start afresh at 6 (they are functions, called alone), its protocol at 9.
+primitives start afresh at 6 (they are functions, called alone), its protocol at 9; part
+three at 13, from solution 12's WireGuard.
 """
 
 import subprocess
