@@ -61,11 +61,11 @@ from typing import Any, NoReturn, Optional
 
 __version__ = "1.1.0"
 
-# An IP packet's length is a 16-bit field, so a packet is 65,535 bytes at most. A link's MTU is
-# the longest packet it carries; a TUN's is 1500 bytes unless set otherwise, and 65,535 at most.
+# IP's length field is 16 bits: 65,535 at most. IPv4's counts its own 20-byte header; IPv6's
+# leaves its 40-byte header out. A link's MTU is the longest packet it carries; a TUN's is 1500
+# bytes unless set otherwise, and 65,535 at most.
 MAX_PACKET = 65535
-# So a UDP datagram carries at most: over IPv4, whose length counts its 20-byte header, 65,535
-# - 20 - 8 (UDP's header); over IPv6, whose length leaves its 40-byte header out, 65,535 - 8.
+# So a UDP payload is at most 65,535 - 20 - 8 (UDP's header) over IPv4, 65,535 - 8 over IPv6.
 UDP_PAYLOAD_IPV4, UDP_PAYLOAD_IPV6 = MAX_PACKET - 20 - 8, MAX_PACKET - 8  # 65,507 and 65,527 B
 BATCH = 64  # the most reads one wake-up makes each way, so a flood one way never starves the other
 Address = tuple[Any, ...]  # a socket address: (host, port), or (host, port, flow, scope) for IPv6
@@ -197,7 +197,7 @@ class Network:
                     [self.buffer], GRO_SPACE, socket.MSG_DONTWAIT)  # don't wait: none left
             except BlockingIOError:  # none queued
                 return
-            if flags & socket.MSG_TRUNC:  # cut short: never (our buffer holds any); if so, drop it
+            if flags & socket.MSG_TRUNC:  # cut short (can't be: the buffer fits any): drop it
                 if self.log:
                     self.log.received(self.buffer[:length], sender, "truncated (MSG_TRUNC)")
             elif control:  # only GRO adds one, when it glued datagrams (see "Going fast")
@@ -403,7 +403,7 @@ class Glue:
 def equal_size_runs(packets: list[memoryview]) -> Iterator[list[memoryview]]:
     """Cut `packets`, in order, into runs for one sendmsg() each. The kernel cuts a run at its
     first packet's size, so only the last may be shorter: in 1400, 1400, 900, 1400, the 900 ends
-    a run. A run must fit one datagram too: at most UDP_PAYLOAD_IPV4 (the lower of the two)."""
+    a run. We hand a run over as one big datagram: at most UDP_PAYLOAD_IPV4 (the lower limit)."""
     run: list[memoryview] = []
     size = total = 0  # the size of the run's first packet, and the run's bytes so far
     for packet in packets:

@@ -136,7 +136,7 @@ def test_a_learned_path_mtu_is_kept_10_minutes(hosts: Hosts) -> None:
 
 @pytest.mark.parametrize("family, largest", [(0, 65507), (1, 65527)], ids=["IPv4", "IPv6"])
 def test_the_largest_udp_payload(hosts: Hosts, family: int, largest: int) -> None:
-    # tinyvpn.py, "Too big": 65,507 bytes over IPv4, 65,527 over IPv6.
+    # tinyvpn.py, UDP_PAYLOAD_IPV4 and UDP_PAYLOAD_IPV6: 65,507 bytes over IPv4, 65,527 over IPv6.
     assert gso_send(hosts, family, 0, largest) == "sent"  # the kernel fragments it
     assert gso_send(hosts, family, 0, largest + 1) == "EMSGSIZE"
     peer = tinyvpn.resolve_peer(UNDERLAY["b"][family], 5000, socket.AF_INET6)  # as main() does
