@@ -106,12 +106,20 @@ def test_a_cable_is_kept_only_when_the_learner_asked(tmp_path: Path) -> None:
     assert (tmp_path / "asked.pcap").read_bytes() == wire.pcap_header()
 
 
+# ping -s: the ping's transport messages, 16 + 240 (IP 20, ICMP 8, data 200, padded to 16s)
+# + 16 = 272 bytes, outsize the IPv6 chatter of an interface coming up (MLD reports, router
+# solicitations: 160 bytes at most here), which the tunnel carries too.
+PING_DATA = 200
+
+
 def pings_recorded(hosts: netns.Hosts) -> list:
-    """The WireGuard transport messages (type 4) not empty that "record" has printed so far."""
+    """The WireGuard transport messages (type 4) as long as a ping's that "record" has printed
+    so far."""
     lines = netns.output(hosts, "record", "out").splitlines()[1:]
     seen = [Seen(0, False, bytes.fromhex(json.loads(line)["hex"])) for line in lines
             if line.endswith("}")]  # not a line still being written
-    return [s for s in seen if s.udp and s.udp[2][:1] == b"\x04" and len(s.udp[2]) > 32]
+    return [s for s in seen if s.udp and s.udp[2][:1] == b"\x04"
+            and len(s.udp[2]) >= 16 + 20 + 8 + PING_DATA + 16]
 
 
 def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
@@ -134,10 +142,11 @@ def test_tshark_decrypts_the_reference_solution_talking_to_wireguard_go(
         netns.sh(*command)
     netns.wait_for(lambda: netns.run(hosts, "b", "wg", "show", hosts.tun, "latest-handshakes")
                    .stdout.split()[1:] != ["0"], "the handshake", 5)
-    ping = netns.run(hosts, "a", "ping", "-c", "1", "-W", "3", TUNNEL["b"][0], check=False)
+    ping = netns.run(hosts, "a", "ping", "-c", "1", "-W", "3", "-s", str(PING_DATA),
+                     TUNNEL["b"][0], check=False)
     assert "1 received" in ping.stdout, ping.stdout
     # A busy machine's recorder may lag; what it has not read when stopped is lost. So wait
-    # for the ping's two transport messages (longer than a keep-alive's 32 bytes).
+    # for the ping's two transport messages (by their size: PING_DATA).
     netns.wait_for(lambda: len(pings_recorded(hosts)) >= 2, "the recorder to see the ping")
     netns.stop(recorder)
     assert oct(keylog.stat().st_mode & 0o777) == "0o600"  # every secret of the session
